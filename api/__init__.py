@@ -1,0 +1,1 @@
+"""The HTTP API. Validates specs, stores rows, enqueues ids. Never imports TensorFlow."""

@@ -1,0 +1,26 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import NetkilnError, netkiln_error_handler
+from api.routes import health, jobs
+from models.settings import Settings, get_settings
+from worker.app import make_celery
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    app = FastAPI(
+        title="netkiln",
+        version="0.1.0",
+        summary="Train Keras deep neural networks as jobs: POST a spec, poll, download.",
+    )
+    app.state.settings = settings
+    app.state.celery = make_celery(settings)
+    app.add_exception_handler(NetkilnError, netkiln_error_handler)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app

@@ -1,0 +1,57 @@
+"""Dependencies shared by the routers, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from api.errors import NotFound
+from models.db import session_factory
+from models.settings import Settings
+from models.tables import Job
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    """One session per request: committed if the handler returns, rolled back if it raises.
+    Handlers that must act after the commit (enqueueing) commit explicitly first."""
+    with session_factory(settings.resolved_database_url)() as session:
+        try:
+            yield session
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_celery(request: Request) -> Celery:
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+def job_or_404(job_id: uuid.UUID, session: SessionDep) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+JobDep = Annotated[Job, Depends(job_or_404)]

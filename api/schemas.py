@@ -1,0 +1,127 @@
+"""Response bodies. Requests are the job-spec models in ``models.spec``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from models.tables import Artifact, Job, JobStatus
+
+
+class JobError(BaseModel):
+    code: str = Field(description="Stable: invalid_data, nan_loss, out_of_memory, timeout, …")
+    message: str
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="Epochs completed.")
+    epochs: int = Field(description="Epochs planned (0 until the worker has started).")
+    fraction: float = Field(ge=0, le=1)
+
+
+class ParamCounts(BaseModel):
+    total: int
+    trainable: int
+    non_trainable: int
+
+
+class ArtifactOut(BaseModel):
+    format: str
+    size: int
+    sha256: str
+    url: str
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    kind: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    attempt: int
+    max_attempts: int
+    worker_host: str | None
+    error: JobError | None
+    progress: Progress
+    params: ParamCounts | None
+    last_metrics: dict[str, float] | None
+    test_metrics: dict[str, float] | None
+    versions: dict[str, str] | None
+    artifacts: list[ArtifactOut] | None = Field(
+        default=None, description="Present on single-job reads of finished jobs."
+    )
+    spec: dict[str, Any]
+    links: dict[str, str]
+
+    @classmethod
+    def from_row(cls, job: Job, artifacts: list[Artifact] | None = None) -> JobOut:
+        base = f"/v1/jobs/{job.id}"
+        done = JobStatus(job.status) == JobStatus.SUCCEEDED
+        epochs = job.epochs_total
+        return cls(
+            id=job.id,
+            name=job.name,
+            kind=job.kind,
+            status=job.status,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            heartbeat_at=job.heartbeat_at,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            worker_host=job.worker_host,
+            error=JobError(code=job.error_code, message=job.error_message or "")
+            if job.error_code
+            else None,
+            progress=Progress(
+                epoch=job.epoch,
+                epochs=epochs,
+                fraction=1.0 if done else (min(job.epoch / epochs, 1.0) if epochs else 0.0),
+            ),
+            params=ParamCounts(
+                total=job.params_total,
+                trainable=job.params_trainable or 0,
+                non_trainable=job.params_non_trainable or 0,
+            )
+            if job.params_total is not None
+            else None,
+            last_metrics=job.last_metrics,
+            test_metrics=job.test_metrics,
+            versions=job.versions,
+            artifacts=[
+                ArtifactOut(
+                    format=item.format,
+                    size=item.size,
+                    sha256=item.sha256,
+                    url=f"{base}/model?format={item.format}",
+                )
+                for item in artifacts
+            ]
+            if artifacts is not None
+            else None,
+            spec=job.spec,
+            links={"self": base, "metrics": f"{base}/metrics"}
+            | ({"model": f"{base}/model?format=keras"} if done else {}),
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class EpochRow(BaseModel):
+    epoch: int
+    values: dict[str, float]
+
+
+class MetricsOut(BaseModel):
+    job_id: uuid.UUID
+    epochs: list[EpochRow]
+    test: dict[str, float] | None

@@ -1,0 +1,76 @@
+"""Job queries and commands below the routes: they flush, the request owns the commit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from api.errors import NetkilnError
+from models.spec import JobSpec
+from models.tables import Job, JobStatus
+
+
+class BadCursor(NetkilnError):
+    status_code = 400
+    code = "bad_cursor"
+
+
+def submit(session: Session, spec: JobSpec, max_attempts: int) -> Job:
+    job = Job(
+        name=spec.name,
+        kind=spec.kind,
+        status=JobStatus.QUEUED,
+        spec=spec.model_dump(mode="json"),
+        max_attempts=max_attempts,
+        epochs_total=spec.fit.epochs,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: JobStatus | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable while
+    new jobs arrive."""
+    query: Select[tuple[Job]] = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if cursor is not None:
+        created_at, job_id = decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
+        )
+    rows = list(session.scalars(query.limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.created_at, last.id)
+
+
+def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(job_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise BadCursor("cursor is not one this API returned") from exc

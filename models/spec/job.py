@@ -1,0 +1,70 @@
+"""The job spec: what ``POST /v1/jobs`` takes, stored verbatim on the job row."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from models.spec.base import MAX_LAYERS, MAX_UNITS, LossName, MetricName, StrictModel
+from models.spec.data import DatasetSpec
+from models.spec.layers import LayerSpec
+from models.spec.optimizers import OPTIMIZER_SHORTHANDS, OptimizerSpec
+
+
+class ModelSpec(StrictModel):
+    input_shape: list[int] = Field(min_length=1, max_length=4)
+    layers: list[LayerSpec] = Field(min_length=1, max_length=MAX_LAYERS)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_dims(cls, shape: list[int]) -> list[int]:
+        if any(dim <= 0 or dim > MAX_UNITS for dim in shape):
+            raise ValueError(f"every dimension must be between 1 and {MAX_UNITS}")
+        return shape
+
+
+class CompileSpec(StrictModel):
+    loss: LossName
+    optimizer: OptimizerSpec = Field(default_factory=lambda: _adam())
+    metrics: list[MetricName] = Field(default_factory=list, max_length=16)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_shorthand(cls, value: Any) -> Any:
+        # "adam" is Keras's own shorthand for Adam() with defaults.
+        if isinstance(value, str):
+            type_name = OPTIMIZER_SHORTHANDS.get(value.lower())
+            if type_name is None:
+                known = ", ".join(sorted(OPTIMIZER_SHORTHANDS))
+                raise ValueError(f"unknown optimizer {value!r}; expected one of {known}")
+            return {"type": type_name}
+        return value
+
+
+class FitSpec(StrictModel):
+    epochs: int = Field(gt=0, le=10_000)
+    batch_size: int = Field(default=32, gt=0, le=65_536)
+    validation_split: float = Field(default=0.0, ge=0, lt=1)
+    shuffle: bool = True
+
+
+class TrainJobSpec(StrictModel):
+    """Build ``model`` from scratch, compile, fit on ``dataset``, evaluate on its test split."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    kind: Literal["train"] = "train"
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    dataset: DatasetSpec
+    model: ModelSpec
+    compile: CompileSpec
+    fit: FitSpec
+
+
+def _adam() -> OptimizerSpec:
+    from models.spec.optimizers import Adam
+
+    return Adam(type="Adam")
+
+
+JobSpec = TrainJobSpec

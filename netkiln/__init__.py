@@ -1,0 +1,1 @@
+"""netkiln: train Keras deep neural networks as jobs over REST."""

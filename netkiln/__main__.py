@@ -1,0 +1,3 @@
+from netkiln.cli import app
+
+app(prog_name="netkiln")

@@ -1,0 +1,168 @@
+"""The ``netkiln`` command: run the service, its parts, and its migrations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from models.settings import JOB_QUEUE, Settings, get_settings
+
+app = typer.Typer(help="netkiln: train Keras networks as jobs over REST.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Artifacts, embedded DB and broker. [env: NETKILN_DATA_DIR, default ./.netkiln]",
+    ),
+]
+HostOption = Annotated[str, typer.Option("--host", envvar="NETKILN_HOST")]
+PortOption = Annotated[int, typer.Option("--port", envvar="NETKILN_PORT")]
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", help="Jobs trained at once by this worker (one per GPU).")
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    """Options win over the environment, and are exported so child processes agree."""
+    if data_dir is not None:
+        os.environ["NETKILN_DATA_DIR"] = str(data_dir.expanduser().resolve())
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.ensure_dirs()
+    return settings
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDirOption = None, revision: str = "head") -> None:
+    """Apply Alembic migrations up to REVISION."""
+    from models.migrate import upgrade
+
+    settings = _settings(data_dir)
+    upgrade(settings.resolved_database_url, revision)
+    typer.echo(f"database at {revision}: {_redacted(settings.resolved_database_url)}")
+
+
+@app.command()
+def api(
+    host: HostOption = "127.0.0.1", port: PortOption = 8000, data_dir: DataDirOption = None
+) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(_settings(data_dir)), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(data_dir: DataDirOption = None, concurrency: ConcurrencyOption = 1) -> None:
+    """Run a training worker (Celery)."""
+    _settings(data_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from worker.app import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            "--loglevel=INFO",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            "--queues",
+            JOB_QUEUE,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def up(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    data_dir: DataDirOption = None,
+    concurrency: ConcurrencyOption = 1,
+) -> None:
+    """Migrate, then run the API and one worker together (embedded default: no servers)."""
+    settings = _settings(data_dir)
+    from models.migrate import upgrade
+
+    upgrade(settings.resolved_database_url)
+    typer.echo(
+        f"netkiln: data in {settings.data_dir}, database {_redacted(settings.resolved_database_url)}"
+        f", broker {_redacted(settings.resolved_broker_url)}"
+    )
+    worker_command = [
+        sys.executable, "-m", "netkiln", "worker", f"--concurrency={concurrency}"
+    ]
+    supervisor = _Supervisor(worker_command)
+    supervisor.start()
+    try:
+        api(host=host, port=port, data_dir=None)
+    finally:
+        supervisor.stop()
+
+
+class _Supervisor:
+    """Keeps the worker process alive next to the API; restarts it if it dies."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self.process = self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            if self.process is not None and self.process.poll() is not None:
+                typer.echo(f"netkiln: worker exited ({self.process.returncode}); restarting", err=True)
+                self.process = self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the worker when ``netkiln up`` dies, however it dies (uvicorn
+    re-raises SIGTERM/SIGINT after shutdown, which skips ``finally`` blocks)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _redacted(url: str) -> str:
+    """Never print passwords: user:secret@host → user:***@host."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

@@ -1,0 +1,60 @@
+"""Artifact storage: trained models as files under ``<data_dir>/artifacts/<job id>/``.
+
+Files are written to a temporary name and renamed, so a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from models.tables import ArtifactFormat
+
+FILENAMES = {ArtifactFormat.KERAS: "model.keras", ArtifactFormat.H5: "model.h5"}
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    format: ArtifactFormat
+    path: Path
+    size: int
+    sha256: str
+
+    @property
+    def uri(self) -> str:
+        return self.path.as_uri()
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def job_dir(self, job_id: uuid.UUID) -> Path:
+        folder = self.root / str(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def save_model(self, model: keras.Model, job_id: uuid.UUID) -> list[StoredArtifact]:
+        folder = self.job_dir(job_id)
+        stored = []
+        for fmt, filename in FILENAMES.items():
+            final = folder / filename
+            # Keras picks the format from the suffix, so the temporary name keeps it.
+            partial = folder / f".partial-{uuid.uuid4().hex}-{filename}"
+            model.save(partial)
+            os.replace(partial, final)
+            stored.append(StoredArtifact(fmt, final, final.stat().st_size, sha256_of(final)))
+        return stored
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,52 @@
+"""Build, compile and count a Keras model from a validated spec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+
+from models.spec import CompileSpec, LayerSpec, ModelSpec, OptimizerSpec
+
+#: Layer types that are not a Keras class of the same name. Everything else is
+#: ``keras.layers.<type>(**spec.keras_kwargs())``.
+LayerFactory = Callable[[LayerSpec], keras.layers.Layer]
+CUSTOM_LAYERS: dict[str, LayerFactory] = {}
+
+
+def build_layer(spec: LayerSpec) -> keras.layers.Layer:
+    factory = CUSTOM_LAYERS.get(spec.type)
+    if factory is not None:
+        return factory(spec)
+    layer_class = getattr(keras.layers, spec.type)
+    return layer_class(**spec.keras_kwargs())
+
+
+def build_model(spec: ModelSpec, name: str | None = None) -> keras.Sequential:
+    layers: list[keras.layers.Layer] = [keras.Input(shape=tuple(spec.input_shape))]
+    layers.extend(build_layer(layer) for layer in spec.layers)
+    return keras.Sequential(layers, name=_keras_name(name))
+
+
+def build_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
+    return keras.optimizers.get(spec.to_keras())
+
+
+def compile_model(model: keras.Model, spec: CompileSpec) -> None:
+    model.compile(
+        loss=spec.loss, optimizer=build_optimizer(spec.optimizer), metrics=list(spec.metrics)
+    )
+
+
+def count_params(model: keras.Model) -> tuple[int, int, int]:
+    """(total, trainable, non-trainable), as ``model.summary()`` reports them."""
+    trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+    non_trainable = sum(int(keras.ops.size(w)) for w in model.non_trainable_weights)
+    return trainable + non_trainable, trainable, non_trainable
+
+
+def _keras_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    cleaned = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)
+    return cleaned[:64] or None

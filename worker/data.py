@@ -1,0 +1,132 @@
+"""Datasets: load a split, apply the spec's preprocessing, hand NumPy arrays to ``fit``.
+
+MNIST and Fashion-MNIST are the IDX files Keras's loaders fetch, read through
+``keras.utils.get_file`` and its cache (``$KERAS_HOME/datasets``): a file already in the
+cache is used as is, a missing one is downloaded from the canonical mirror.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from numpy.typing import NDArray
+
+from models.spec import DatasetSpec
+from worker.errors import JobError
+
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+#: name → (cache folder under $KERAS_HOME, download base URL). Fashion-MNIST shares Keras's.
+IDX_SOURCES = {
+    "fashion_mnist": (
+        "datasets/fashion-mnist",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    ),
+    "mnist": ("datasets/mnist-idx", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x_train: NDArray[np.float32]
+    y_train: NDArray[np.int64]
+    x_test: NDArray[np.float32]
+    y_test: NDArray[np.int64]
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    x_train: NDArray[np.generic]
+    y_train: NDArray[np.generic]
+    x_test: NDArray[np.generic]
+    y_test: NDArray[np.generic]
+    value_max: float  # the largest value the features can take, for "scale"
+
+
+def read_idx(path: str | Path) -> NDArray[np.uint8]:
+    """An IDX file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian dims, uint8 data."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise JobError("invalid_data", f"{Path(path).name} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    header_end = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims)) if dims else 0
+    if len(data) - header_end != expected:
+        raise JobError(
+            "invalid_data",
+            f"{Path(path).name}: header promises {expected} bytes, file has {len(data) - header_end}",
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_end).reshape(dims)
+
+
+def load_idx_dataset(name: str) -> RawDataset:
+    cache_subdir, origin = IDX_SOURCES[name]
+    arrays = {
+        key: read_idx(keras.utils.get_file(fname, origin=origin + fname, cache_subdir=cache_subdir))
+        for key, fname in IDX_FILES.items()
+    }
+    return RawDataset(**arrays, value_max=255.0)
+
+
+def load_digits() -> RawDataset:
+    """scikit-learn's bundled 8×8 digits (1,797 images, offline), a fixed stratified split."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        bunch.images, bunch.target, test_size=0.2, random_state=0, stratify=bunch.target
+    )
+    return RawDataset(x_train, y_train, x_test, y_test, value_max=16.0)
+
+
+LOADERS: dict[str, Callable[[], RawDataset]] = {
+    "digits": load_digits,
+    "mnist": lambda: load_idx_dataset("mnist"),
+    "fashion_mnist": lambda: load_idx_dataset("fashion_mnist"),
+}
+
+
+def load_dataset(spec: DatasetSpec) -> Dataset:
+    raw = LOADERS[spec.name]()
+    x_train = raw.x_train.astype(np.float32)
+    x_test = raw.x_test.astype(np.float32)
+    if spec.limit is not None:
+        x_train, x_test = x_train[: spec.limit], x_test[: spec.limit]
+    y_train = raw.y_train.astype(np.int64)[: len(x_train)]
+    y_test = raw.y_test.astype(np.int64)[: len(x_test)]
+
+    if spec.preprocessing == "scale":
+        x_train /= raw.value_max
+        x_test /= raw.value_max
+    elif spec.preprocessing == "standardize":
+        # Statistics from the training split only: the test split must stay unseen.
+        mean = x_train.mean(axis=0, keepdims=True)
+        std = x_train.std(axis=0, keepdims=True)
+        std[std == 0] = 1.0
+        x_train = (x_train - mean) / std
+        x_test = (x_test - mean) / std
+    _check_finite(x_train, "training inputs")
+    return Dataset(x_train, y_train, x_test, y_test)
+
+
+def _check_finite(values: NDArray[np.float32], what: str) -> None:
+    if not np.isfinite(values).all():
+        raise JobError("invalid_data", f"{what} contain NaN or infinite values")

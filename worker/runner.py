@@ -1,0 +1,76 @@
+"""One job, start to end: claim the row, train, store artifacts, record the outcome.
+
+Safe to run twice for the same id: only the run that claims the queued row trains.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import socket
+import uuid
+
+import keras
+from pydantic import ValidationError
+
+from models.settings import Settings
+from models.spec import TrainJobSpec
+from worker.artifacts import ArtifactStore
+from worker.errors import JobError
+from worker.jobstore import JobStore, LostOwnership
+from worker.train import train
+
+log = logging.getLogger(__name__)
+
+
+def run_job(job_id: uuid.UUID, settings: Settings) -> None:
+    store = JobStore(settings.resolved_database_url, job_id)
+    raw_spec = store.claim(socket.gethostname())
+    if raw_spec is None:
+        log.info("job %s is not queued; nothing to do", job_id)
+        return
+    log.info("job %s: attempt %d started", job_id, store.attempt)
+    try:
+        spec = TrainJobSpec.model_validate(raw_spec)
+        result = train(spec, store)
+        artifacts = ArtifactStore(settings.artifacts_dir).save_model(result.model, job_id)
+        store.succeed(result.test_metrics, artifacts)
+        log.info("job %s succeeded: %s", job_id, result.test_metrics)
+    except LostOwnership:
+        log.warning("job %s: taken over or cancelled while running; dropping this attempt", job_id)
+    except Exception as exc:  # every failure ends the job, never the worker
+        error = classify(exc)
+        log.log(
+            logging.ERROR if error.code == "internal" else logging.WARNING,
+            "job %s failed (%s): %s",
+            job_id,
+            error.code,
+            error.message,
+            exc_info=error.code == "internal",
+        )
+        try:
+            store.fail(error)
+        except LostOwnership:
+            log.warning("job %s: could not record failure, no longer owned", job_id)
+    finally:
+        # Free the graph and weights of this job before the next one arrives.
+        keras.backend.clear_session()
+        gc.collect()
+
+
+def classify(exc: BaseException) -> JobError:
+    if isinstance(exc, JobError):
+        return exc
+    if isinstance(exc, MemoryError) or _looks_like_oom(exc):
+        return JobError(
+            "out_of_memory",
+            "the model or batch did not fit in memory; lower batch_size or the layer sizes",
+        )
+    if isinstance(exc, ValidationError):
+        return JobError("internal", f"stored spec no longer validates: {exc}")
+    return JobError("internal", f"{type(exc).__name__}: {exc}")
+
+
+def _looks_like_oom(exc: BaseException) -> bool:
+    # TensorFlow raises ResourceExhaustedError, JAX an XlaRuntimeError "RESOURCE_EXHAUSTED".
+    return type(exc).__name__ == "ResourceExhaustedError" or "RESOURCE_EXHAUSTED" in str(exc)

@@ -1,0 +1,126 @@
+"""The fit loop: seed, load data, build, compile, fit with progress callbacks, evaluate."""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.spec import TrainJobSpec
+from worker.build.model import build_model, compile_model, count_params
+from worker.data import load_dataset
+from worker.errors import JobError
+from worker.jobstore import JobStore
+
+HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: keras.Model
+    test_metrics: dict[str, float]
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Writes one metrics row per epoch (with the learning rate actually used), a heartbeat
+    at most once a second, and turns a non-finite loss into a ``nan_loss`` failure."""
+
+    def __init__(self, store: JobStore) -> None:
+        super().__init__()
+        self.store = store
+        self.epoch = 0
+        self._last_beat = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+        # Captured here: by on_epoch_end the optimizer has already stepped past the epoch.
+        self._epoch_lr = current_learning_rate(self.model.optimizer)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise JobError(
+                "nan_loss",
+                f"loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}; "
+                "try a lower learning rate or gradient clipping (clipnorm / clipvalue)",
+            )
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_SECONDS:
+            self._last_beat = now
+            self.store.heartbeat()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        values = {key: float(value) for key, value in (logs or {}).items()}
+        values["learning_rate"] = self._epoch_lr
+        if not all(math.isfinite(value) for value in values.values()):
+            bad = sorted(key for key, value in values.items() if not math.isfinite(value))
+            raise JobError(
+                "nan_loss",
+                f"{', '.join(bad)} not finite after epoch {epoch + 1}; "
+                "try a lower learning rate or gradient clipping (clipnorm / clipvalue)",
+            )
+        self.store.record_epoch(epoch + 1, values)
+        self._last_beat = time.monotonic()
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "keras_backend": keras.backend.backend()}
+    for package in ("keras", "tensorflow", "tensorflow-cpu", "jax", "numpy", "netkiln"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def train(spec: TrainJobSpec, store: JobStore) -> TrainResult:
+    if spec.seed is not None:
+        keras.utils.set_random_seed(spec.seed)
+    data = load_dataset(spec.dataset)
+    _check_labels(spec, data.y_train)
+
+    model = build_model(spec.model, name=spec.name)
+    compile_model(model, spec.compile)
+    store.record_model(count_params(model), library_versions(), spec.fit.epochs)
+
+    model.fit(
+        data.x_train,
+        data.y_train,
+        epochs=spec.fit.epochs,
+        batch_size=spec.fit.batch_size,
+        validation_split=spec.fit.validation_split,
+        shuffle=spec.fit.shuffle,
+        callbacks=[ProgressCallback(store)],
+        verbose=0,
+    )
+    evaluation = model.evaluate(
+        data.x_test, data.y_test, batch_size=spec.fit.batch_size, return_dict=True, verbose=0
+    )
+    return TrainResult(model, {key: float(value) for key, value in evaluation.items()})
+
+
+def _check_labels(spec: TrainJobSpec, y_train: np.ndarray[Any, Any]) -> None:
+    """A sparse-categorical head narrower than the label range fails deep inside the
+    backend with an opaque message; say what is wrong instead."""
+    if spec.compile.loss != "sparse_categorical_crossentropy":
+        return
+    last_dense = next(
+        (layer for layer in reversed(spec.model.layers) if layer.type == "Dense"), None
+    )
+    n_classes = int(y_train.max()) + 1
+    units = getattr(last_dense, "units", None)
+    if units is not None and units < n_classes:
+        raise JobError(
+            "invalid_data",
+            f"the dataset has {n_classes} classes but the last Dense layer has {units} units",
+        )
