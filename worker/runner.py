@@ -68,6 +68,10 @@ def classify(exc: BaseException) -> JobError:
         )
     if isinstance(exc, ValidationError):
         return JobError("internal", f"stored spec no longer validates: {exc}")
+    if type(exc).__name__ == "InvalidArgumentError":
+        # TensorFlow's text leads with the graph trace; the cause is its last line.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return JobError("invalid_data", f"the data does not fit the model: {lines[-1]}")
     return JobError("internal", f"{type(exc).__name__}: {exc}")
 
 

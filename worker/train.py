@@ -14,7 +14,7 @@ import numpy as np
 
 from models.spec import TrainJobSpec
 from worker.build.model import build_model, compile_model, count_params
-from worker.data import load_dataset
+from worker.data import Dataset, load_dataset
 from worker.errors import JobError
 from worker.jobstore import JobStore
 
@@ -93,6 +93,18 @@ def train(spec: TrainJobSpec, store: JobStore) -> TrainResult:
     compile_model(model, spec.compile)
     store.record_model(count_params(model), library_versions(), spec.fit.epochs)
 
+    try:
+        _fit(model, spec, data, store)
+    except ValueError as exc:
+        # Keras checks shapes and dtypes up front and says what is wrong in a ValueError.
+        raise JobError("invalid_data", f"the data does not fit the model: {exc}") from exc
+    evaluation = model.evaluate(
+        data.x_test, data.y_test, batch_size=spec.fit.batch_size, return_dict=True, verbose=0
+    )
+    return TrainResult(model, {key: float(value) for key, value in evaluation.items()})
+
+
+def _fit(model: keras.Model, spec: TrainJobSpec, data: Dataset, store: JobStore) -> None:
     model.fit(
         data.x_train,
         data.y_train,
@@ -103,10 +115,6 @@ def train(spec: TrainJobSpec, store: JobStore) -> TrainResult:
         callbacks=[ProgressCallback(store)],
         verbose=0,
     )
-    evaluation = model.evaluate(
-        data.x_test, data.y_test, batch_size=spec.fit.batch_size, return_dict=True, verbose=0
-    )
-    return TrainResult(model, {key: float(value) for key, value in evaluation.items()})
 
 
 def _check_labels(spec: TrainJobSpec, y_train: np.ndarray[Any, Any]) -> None:

@@ -1,0 +1,230 @@
+"""A dry run of ``worker.build.model.build_model`` without TensorFlow: every layer's output
+shape and parameter counts, as ``model.summary()`` would report them, computed from the spec.
+
+One rule per layer type in ``RULES``; a rule takes the input shape (without the batch axis)
+and the layer spec and returns the output shape and the trainable and non-trainable
+parameter counts. A layer with ``trainable: false`` has all its weights counted as
+non-trainable, as in Keras. A spec Keras could not build, or could build but not run (a
+softmax over an axis the tensor lacks), raises ``InvalidLayerError`` naming the layer.
+
+Memory is estimated for float32, and deliberately kept simple:
+
+- ``weight_bytes``: 4 bytes per parameter, trainable or not;
+- ``activation_bytes_per_example``: 4 bytes per value of the input and of every layer's
+  output, for one example;
+- ``memory_estimate_bytes``: ``weight_bytes + batch_size * activation_bytes_per_example``.
+
+Not counted: gradients, optimizer slots (Adam keeps two per trainable weight), framework
+overhead and the dataset itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from pydantic import Field
+
+from models.spec import LayerSpec, ModelSpec
+from models.spec.base import StrictModel
+from models.spec.layers import (
+    BatchNormalization,
+    Dense,
+    LayerNormalization,
+    PReLU,
+    Reshape,
+    Softmax,
+)
+
+BYTES_PER_FLOAT32 = 4
+
+#: A tensor's shape without the batch axis; every dimension is known.
+Shape = tuple[int, ...]
+
+
+class LayerEffect(NamedTuple):
+    output_shape: Shape
+    trainable: int
+    non_trainable: int
+
+
+LayerRule = Callable[[Shape, Any], LayerEffect]
+
+
+class InvalidLayerError(ValueError):
+    """The layer at ``index`` cannot take the shape the layers before it produce."""
+
+    def __init__(self, index: int, layer_type: str, reason: str) -> None:
+        super().__init__(f"model.layers.{index} ({layer_type}): {reason}")
+        self.index = index
+        self.layer_type = layer_type
+        self.reason = reason
+
+
+class LayerSummary(StrictModel):
+    index: int
+    name: str
+    type: str
+    output_shape: list[int | None] = Field(description="None is the batch axis.")
+    params: int
+    trainable: int
+    non_trainable: int
+
+
+class ModelSummary(StrictModel):
+    input_shape: list[int | None] = Field(description="None is the batch axis.")
+    layers: list[LayerSummary]
+    total: int
+    trainable: int
+    non_trainable: int
+    weight_bytes: int
+    activation_bytes_per_example: int
+    batch_size: int
+    memory_estimate_bytes: int = Field(
+        description="weight_bytes + batch_size * activation_bytes_per_example (float32)."
+    )
+
+
+def summarize(spec: ModelSpec, batch_size: int = 1) -> ModelSummary:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    shape: Shape = tuple(spec.input_shape)
+    activations = math.prod(shape)
+    rows: list[LayerSummary] = []
+    for index, layer in enumerate(spec.layers):
+        try:
+            effect = RULES[layer.type](shape, layer)
+        except ValueError as exc:
+            raise InvalidLayerError(index, layer.type, str(exc)) from exc
+        trainable, non_trainable = effect.trainable, effect.non_trainable
+        if not layer.trainable:
+            trainable, non_trainable = 0, trainable + non_trainable
+        shape = effect.output_shape
+        activations += math.prod(shape)
+        rows.append(
+            LayerSummary(
+                index=index,
+                name=layer.name or layer.type.lower(),
+                type=layer.type,
+                output_shape=[None, *shape],
+                params=trainable + non_trainable,
+                trainable=trainable,
+                non_trainable=non_trainable,
+            )
+        )
+    trainable = sum(row.trainable for row in rows)
+    non_trainable = sum(row.non_trainable for row in rows)
+    weight_bytes = BYTES_PER_FLOAT32 * (trainable + non_trainable)
+    activation_bytes = BYTES_PER_FLOAT32 * activations
+    return ModelSummary(
+        input_shape=[None, *spec.input_shape],
+        layers=rows,
+        total=trainable + non_trainable,
+        trainable=trainable,
+        non_trainable=non_trainable,
+        weight_bytes=weight_bytes,
+        activation_bytes_per_example=activation_bytes,
+        batch_size=batch_size,
+        memory_estimate_bytes=weight_bytes + batch_size * activation_bytes,
+    )
+
+
+def _feature_axis(shape: Shape, axis: int) -> int:
+    """``axis`` counts the batch axis, as Keras's do; the index into ``shape`` it names."""
+    rank = len(shape) + 1
+    if not -rank <= axis < rank:
+        raise ValueError(f"axis {axis} is out of range for input shape {_show(shape)}")
+    resolved = axis % rank
+    if resolved == 0:
+        raise ValueError(f"axis {axis} is the batch axis of input shape {_show(shape)}")
+    return resolved - 1
+
+
+def _show(shape: Shape) -> str:
+    return str((None, *shape))
+
+
+def _dense(shape: Shape, spec: Dense) -> LayerEffect:
+    kernel = shape[-1] * spec.units
+    bias = spec.units if spec.use_bias else 0
+    return LayerEffect((*shape[:-1], spec.units), kernel + bias, 0)
+
+
+def _flatten(shape: Shape, spec: LayerSpec) -> LayerEffect:
+    return LayerEffect((math.prod(shape),), 0, 0)
+
+
+def _reshape(shape: Shape, spec: Reshape) -> LayerEffect:
+    target = tuple(spec.target_shape)
+    size = math.prod(shape)
+    if target.count(-1) > 1:
+        raise ValueError(f"target_shape {list(target)} may hold at most one -1")
+    known = math.prod(dim for dim in target if dim != -1)
+    if -1 in target:
+        if known == 0 or size % known:
+            raise ValueError(
+                f"cannot reshape input shape {_show(shape)} ({size} values) into "
+                f"target_shape {list(target)}: {size} is not a multiple of {known}"
+            )
+        target = tuple(size // known if dim == -1 else dim for dim in target)
+    elif known != size:
+        raise ValueError(
+            f"cannot reshape input shape {_show(shape)} ({size} values) into "
+            f"target_shape {list(target)} ({known} values)"
+        )
+    return LayerEffect(target, 0, 0)
+
+
+def _batch_normalization(shape: Shape, spec: BatchNormalization) -> LayerEffect:
+    features = shape[_feature_axis(shape, spec.axis)]
+    learned = int(spec.center) + int(spec.scale)
+    return LayerEffect(shape, learned * features, 2 * features)
+
+
+def _layer_normalization(shape: Shape, spec: LayerNormalization) -> LayerEffect:
+    features = shape[_feature_axis(shape, spec.axis)]
+    learned = int(spec.center) + int(spec.scale)
+    return LayerEffect(shape, learned * features, 0)
+
+
+def _prelu(shape: Shape, spec: PReLU) -> LayerEffect:
+    alpha = list(shape)
+    for axis in spec.shared_axes or []:
+        if not 1 <= axis <= len(shape):
+            raise ValueError(
+                f"shared_axes entry {axis} is not an axis of input shape {_show(shape)}; "
+                f"use 1 to {len(shape)} (1 is the first axis after the batch axis)"
+            )
+        alpha[axis - 1] = 1
+    return LayerEffect(shape, math.prod(alpha), 0)
+
+
+def _softmax(shape: Shape, spec: Softmax) -> LayerEffect:
+    rank = len(shape) + 1
+    if not -rank <= spec.axis < rank:
+        raise ValueError(f"axis {spec.axis} is out of range for input shape {_show(shape)}")
+    return LayerEffect(shape, 0, 0)
+
+
+def _elementwise(shape: Shape, spec: LayerSpec) -> LayerEffect:
+    return LayerEffect(shape, 0, 0)
+
+
+RULES: dict[str, LayerRule] = {
+    "Dense": _dense,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "BatchNormalization": _batch_normalization,
+    "LayerNormalization": _layer_normalization,
+    "Activation": _elementwise,
+    "LeakyReLU": _elementwise,
+    "PReLU": _prelu,
+    "ELU": _elementwise,
+    "ReLU": _elementwise,
+    "Softmax": _softmax,
+    "Dropout": _elementwise,
+    "AlphaDropout": _elementwise,
+    "GaussianDropout": _elementwise,
+    "GaussianNoise": _elementwise,
+}

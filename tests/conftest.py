@@ -1,0 +1,150 @@
+"""Backends every storage-touching test runs on: the embedded default (SQLite + filesystem
+broker) and PostgreSQL + Redis. Real servers, never mocks.
+
+PostgreSQL and Redis are found through NETKILN_TEST_POSTGRES_URL (a database the tests may
+CREATE DATABASE from) and NETKILN_TEST_REDIS_URL. Where they are unreachable those cases
+skip, unless NETKILN_REQUIRE_SERVICES=1 (set by .ci/run), where they fail.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "NETKILN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("NETKILN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REQUIRE_SERVICES = os.environ.get("NETKILN_REQUIRE_SERVICES") == "1"
+
+BACKENDS = ["embedded", "postgres-redis"]
+
+
+@dataclass
+class Backend:
+    name: str
+    data_dir: Path
+    database_url: str | None = None
+    broker_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {"NETKILN_DATA_DIR": str(self.data_dir), **self.extra_env}
+        if self.database_url:
+            env["NETKILN_DATABASE_URL"] = self.database_url
+        if self.broker_url:
+            env["NETKILN_BROKER_URL"] = self.broker_url
+        return env
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        from models.settings import Settings
+
+        return Settings(
+            data_dir=self.data_dir, database_url=self.database_url, broker_url=self.broker_url
+        )
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty database for this test session, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"netkiln_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        _unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL}: {type(exc).__name__}: {exc}")
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    from models.db import session_factory
+
+    session_factory.cache_clear()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.flushdb()
+        client.close()
+    except Exception as exc:
+        _unavailable(f"Redis at {REDIS_URL}: {type(exc).__name__}: {exc}")
+    return REDIS_URL
+
+
+def make_backend(name: str, root: Path, request: pytest.FixtureRequest) -> Backend:
+    root.mkdir(parents=True, exist_ok=True)
+    if name == "embedded":
+        return Backend(name, root)
+    database_url = request.getfixturevalue("postgres_database")
+    broker_url = request.getfixturevalue("redis_url")
+    return Backend(name, root, database_url=database_url, broker_url=broker_url)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Backend:
+    """A migrated backend, shared by the tests of one module."""
+    from models.migrate import upgrade
+
+    chosen = make_backend(request.param, tmp_path_factory.mktemp(request.param), request)
+    upgrade(chosen.settings().resolved_database_url)
+    return chosen
+
+
+# --- data the tests make ---------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as a gzipped IDX file, the format of (Fashion-)MNIST."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras cache holding tiny MNIST and Fashion-MNIST IDX files, so the real loaders run
+    without a network. Each class is a distinct bright square, so a small net learns it."""
+    home = tmp_path_factory.mktemp("keras_home")
+    rng = np.random.default_rng(0)
+    from worker.data import IDX_FILES, IDX_SOURCES
+
+    for name, (subdir, _) in IDX_SOURCES.items():
+        folder = home / subdir
+        folder.mkdir(parents=True)
+        for split, count in (("train", 200), ("test", 50)):
+            labels = rng.integers(0, 10, size=count).astype(np.uint8)
+            images = rng.integers(0, 40, size=(count, 28, 28)).astype(np.uint8)
+            for index, label in enumerate(labels):
+                row, col = divmod(int(label), 5)
+                images[index, 4 + row * 10 : 12 + row * 10, col * 5 : col * 5 + 5] = 250
+            write_idx(folder / IDX_FILES[f"x_{split}"], images)
+            write_idx(folder / IDX_FILES[f"y_{split}"], labels)
+    return home

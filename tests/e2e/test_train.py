@@ -1,0 +1,162 @@
+"""A POSTed spec trains a real Keras net to completion, through real API and worker
+processes, on both backends; the downloaded models reproduce the recorded evaluation."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from models.spec import DatasetSpec
+from tests.e2e.conftest import Service
+from worker.data import load_dataset
+
+pytestmark = pytest.mark.e2e
+
+DIGITS_SPEC: dict[str, Any] = {
+    "name": "digits-bn",
+    "seed": 7,
+    "dataset": {"name": "digits", "preprocessing": "standardize"},
+    "model": {
+        "input_shape": [8, 8],
+        "layers": [
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 32, "activation": "elu", "kernel_initializer": "he_normal"},
+            {"type": "BatchNormalization"},
+            {"type": "Dropout", "rate": 0.1},
+            {"type": "Dense", "units": 10, "activation": "softmax"},
+        ],
+    },
+    "compile": {
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "optimizer": {"type": "SGD", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
+    },
+    "fit": {"epochs": 4, "batch_size": 32, "validation_split": 0.1},
+}
+
+
+def test_job_trains_and_models_reproduce_recorded_evaluation(
+    service: Service, tmp_path: Path
+) -> None:
+    with service.client() as client:
+        created = client.post("/v1/jobs", json=DIGITS_SPEC)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        assert created.json()["status"] == "queued"
+        assert created.headers["location"] == f"/v1/jobs/{job_id}"
+
+        job = service.wait_for(job_id)
+        assert job["status"] == "succeeded", (job, service.tail())
+        assert job["attempt"] == 1
+        assert job["progress"] == {"epoch": 4, "epochs": 4, "fraction": 1.0}
+        assert job["params"] == {"total": 2538, "trainable": 2474, "non_trainable": 64}
+        assert job["versions"]["keras"] == keras.__version__
+        assert {a["format"] for a in job["artifacts"]} == {"keras", "h5"}
+
+        metrics = client.get(f"/v1/jobs/{job_id}/metrics").json()
+        assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3, 4]
+        for row in metrics["epochs"]:
+            assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(
+                row["values"]
+            )
+        assert metrics["epochs"][-1]["values"]["loss"] < metrics["epochs"][0]["values"]["loss"]
+        recorded = metrics["test"]
+        assert recorded == job["test_metrics"]
+        assert recorded["accuracy"] > 0.8  # a real net learned the digits
+
+        data = load_dataset(DatasetSpec.model_validate(DIGITS_SPEC["dataset"]))
+        predictions = []
+        for fmt, media_type in (("keras", "application/zip"), ("h5", "application/x-hdf5")):
+            response = client.get(f"/v1/jobs/{job_id}/model", params={"format": fmt})
+            assert response.status_code == 200
+            assert response.headers["content-type"] == media_type
+            assert f'filename="digits-bn.{fmt}"' in response.headers["content-disposition"]
+            artifact = next(a for a in job["artifacts"] if a["format"] == fmt)
+            assert response.headers["etag"] == f'"{artifact["sha256"]}"'
+            assert len(response.content) == artifact["size"]
+            unchanged = client.get(
+                f"/v1/jobs/{job_id}/model",
+                params={"format": fmt},
+                headers={"If-None-Match": response.headers["etag"]},
+            )
+            assert unchanged.status_code == 304
+
+            path = tmp_path / f"model.{fmt}"
+            path.write_bytes(response.content)
+            model = keras.models.load_model(path)
+            evaluation = model.evaluate(
+                data.x_test, data.y_test, batch_size=32, return_dict=True, verbose=0
+            )
+            assert evaluation["loss"] == pytest.approx(recorded["loss"], rel=1e-5)
+            assert evaluation["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-6)
+            probabilities = model.predict(data.x_test, verbose=0)
+            accuracy = float(np.mean(probabilities.argmax(axis=1) == data.y_test))
+            assert accuracy == pytest.approx(recorded["accuracy"], abs=1e-6)
+            predictions.append(probabilities)
+        np.testing.assert_allclose(predictions[0], predictions[1], rtol=1e-6, atol=1e-7)
+
+
+def test_failed_job_reports_reason_and_worker_lives_on(service: Service) -> None:
+    too_narrow = copy.deepcopy(DIGITS_SPEC)
+    too_narrow["model"]["layers"][-1]["units"] = 5  # 10 classes, 5 outputs
+    diverging = copy.deepcopy(DIGITS_SPEC)
+    diverging["dataset"]["preprocessing"] = "none"
+    diverging["model"]["layers"] = [
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 64, "activation": "relu", "kernel_initializer": "ones"},
+        {"type": "Dense", "units": 64, "activation": "relu", "kernel_initializer": "ones"},
+        {"type": "Dense", "units": 1},  # regress the digit's value
+    ]
+    diverging["compile"] = {"loss": "mse", "optimizer": {"type": "SGD", "learning_rate": 10}}
+    with service.client() as client:
+        narrow_id = client.post("/v1/jobs", json=too_narrow).json()["id"]
+        nan_id = client.post("/v1/jobs", json=diverging).json()["id"]
+        healthy_id = client.post("/v1/jobs", json=DIGITS_SPEC | {"name": "after"}).json()["id"]
+
+        narrow = service.wait_for(narrow_id)
+        assert narrow["status"] == "failed"
+        assert narrow["error"]["code"] == "invalid_data"
+        assert "10 classes" in narrow["error"]["message"]
+
+        nan = service.wait_for(nan_id)
+        assert nan["status"] == "failed"
+        assert nan["error"]["code"] == "nan_loss"
+        assert "learning rate" in nan["error"]["message"]
+
+        assert service.wait_for(healthy_id)["status"] == "succeeded"
+        missing = client.get(f"/v1/jobs/{nan_id}/model")
+        assert missing.status_code == 409
+    assert service.processes["worker"].poll() is None
+
+
+def test_idx_dataset_through_keras_cache(service: Service) -> None:
+    """Fashion-MNIST read by the real loader from the (test-made) Keras cache."""
+    spec = {
+        "name": "fashion-tiny",
+        "seed": 3,
+        "dataset": {"name": "fashion_mnist", "preprocessing": "scale"},
+        "model": {
+            "input_shape": [28, 28],
+            "layers": [
+                {"type": "Flatten"},
+                {"type": "Dense", "units": 16, "activation": "relu"},
+                {"type": "Dense", "units": 10, "activation": "softmax"},
+            ],
+        },
+        "compile": {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+        "fit": {"epochs": 2},
+    }
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        job = service.wait_for(job_id)
+        assert job["status"] == "succeeded", (job, service.tail())
+        model_bytes = client.get(f"/v1/jobs/{job_id}/model").content
+    assert model_bytes[:2] == b"PK"  # a .keras file is a zip archive
+    # 200 training images of 10 distinct synthetic patterns: the net must beat chance.
+    assert job["test_metrics"]["accuracy"] > 0.3
+    assert job["params"]["total"] == 28 * 28 * 16 + 16 + 16 * 10 + 10

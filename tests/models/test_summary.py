@@ -1,0 +1,237 @@
+"""``models.summary`` against the Keras model ``worker.build.model.build_model`` builds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, get_args
+
+import keras
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.spec import LayerSpec, ModelSpec
+from models.spec.base import ActivationName, InitializerName
+from models.spec.examples import BN_AFTER_ACTIVATION
+from models.summary import RULES, InvalidLayerError, summarize
+from worker.build.model import build_model, count_params
+
+LAYER_TYPES = sorted(
+    get_args(cls.model_fields["type"].annotation)[0] for cls in get_args(get_args(LayerSpec)[0])
+)
+
+
+def keras_counts(layer: keras.layers.Layer) -> tuple[int, int, int]:
+    trainable = sum(math.prod(w.shape) for w in layer.trainable_weights)
+    non_trainable = sum(math.prod(w.shape) for w in layer.non_trainable_weights)
+    return trainable + non_trainable, trainable, non_trainable
+
+
+def assert_matches_keras(spec: ModelSpec) -> None:
+    summary = summarize(spec)
+    keras.backend.clear_session()
+    model = build_model(spec)
+    assert (summary.total, summary.trainable, summary.non_trainable) == count_params(model)
+    assert len(summary.layers) == len(model.layers)
+    for row, layer in zip(summary.layers, model.layers, strict=True):
+        assert row.output_shape == list(layer.output.shape), f"layer {row.index} ({row.type})"
+        assert (row.params, row.trainable, row.non_trainable) == keras_counts(layer), (
+            f"layer {row.index} ({row.type})"
+        )
+
+
+def test_every_layer_type_has_a_rule() -> None:
+    assert sorted(RULES) == LAYER_TYPES
+
+
+class TestSeedNotebook:
+    def test_bn_net_counts(self) -> None:
+        spec = ModelSpec.model_validate(BN_AFTER_ACTIVATION["model"])
+        summary = summarize(spec)
+        assert (summary.total, summary.trainable, summary.non_trainable) == (
+            271_346,
+            268_978,
+            2_368,
+        )
+        assert [row.output_shape for row in summary.layers] == [
+            [None, 784],
+            [None, 784],
+            [None, 300],
+            [None, 300],
+            [None, 100],
+            [None, 100],
+            [None, 10],
+        ]
+        assert [row.params for row in summary.layers] == [0, 3136, 235_500, 1200, 30_100, 400, 1010]
+        assert_matches_keras(spec)
+
+
+class TestRows:
+    def test_names_and_frozen_layers(self) -> None:
+        spec = ModelSpec.model_validate(
+            {
+                "input_shape": [3],
+                "layers": [
+                    {"type": "Dense", "units": 4, "name": "hidden", "trainable": False},
+                    {"type": "BatchNormalization", "trainable": False},
+                ],
+            }
+        )
+        first, second = summarize(spec).layers
+        assert (first.name, first.trainable, first.non_trainable) == ("hidden", 0, 16)
+        assert (second.name, second.trainable, second.non_trainable) == ("batchnormalization", 0, 16)
+
+    def test_memory_estimate(self) -> None:
+        spec = ModelSpec.model_validate(
+            {"input_shape": [2, 3], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 4}]}
+        )
+        summary = summarize(spec, batch_size=8)
+        assert summary.weight_bytes == 4 * (6 * 4 + 4)
+        assert summary.activation_bytes_per_example == 4 * (6 + 6 + 4)
+        assert summary.memory_estimate_bytes == summary.weight_bytes + 8 * 64
+
+    def test_batch_size_must_be_positive(self) -> None:
+        spec = ModelSpec.model_validate({"input_shape": [2], "layers": [{"type": "Flatten"}]})
+        with pytest.raises(ValueError, match="batch_size"):
+            summarize(spec, batch_size=0)
+
+
+def invalid(input_shape: list[int], layer: dict[str, Any]) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {"input_shape": input_shape, "layers": [{"type": "Flatten"}, {"type": "ReLU"}, layer]}
+    )
+
+
+#: Specs Keras refuses to build: the dry run must refuse them too, naming the layer.
+KERAS_REFUSES = {
+    "reshape-size": ([4, 3], {"type": "Reshape", "target_shape": [5]}, "12 values"),
+    "reshape-not-divisible": ([4, 3], {"type": "Reshape", "target_shape": [5, -1]}, "multiple"),
+    "reshape-two-unknowns": ([4, 3], {"type": "Reshape", "target_shape": [-1, -1]}, "one -1"),
+    "reshape-zero": ([4, 3], {"type": "Reshape", "target_shape": [0, -1]}, "multiple of 0"),
+    "batchnorm-batch-axis": ([4], {"type": "BatchNormalization", "axis": 0}, "batch axis"),
+    "batchnorm-axis-range": ([4], {"type": "BatchNormalization", "axis": 2}, "out of range"),
+    "layernorm-batch-axis": ([4], {"type": "LayerNormalization", "axis": -2}, "batch axis"),
+    "prelu-axis-range": ([4], {"type": "PReLU", "shared_axes": [2]}, "shared_axes entry 2"),
+}
+
+#: Specs Keras builds but should not: PReLU reads 0 and negative shared axes as Python list
+#: indices (0 shares the last axis), and a softmax over a missing axis fails only in fit().
+KERAS_BUILDS_WRONGLY = {
+    "prelu-axis-zero": ([4], {"type": "PReLU", "shared_axes": [0]}, "shared_axes entry 0"),
+    "prelu-axis-negative": ([4], {"type": "PReLU", "shared_axes": [-1]}, "shared_axes entry -1"),
+    "softmax-axis-range": ([4], {"type": "Softmax", "axis": 2}, "out of range"),
+}
+
+
+class TestInvalid:
+    @pytest.mark.parametrize(
+        ("input_shape", "layer", "reason"), KERAS_REFUSES.values(), ids=KERAS_REFUSES.keys()
+    )
+    def test_keras_refuses_too(
+        self, input_shape: list[int], layer: dict[str, Any], reason: str
+    ) -> None:
+        spec = invalid(input_shape, layer)
+        with pytest.raises(InvalidLayerError, match=reason) as caught:
+            summarize(spec)
+        assert caught.value.index == 2
+        assert str(caught.value).startswith(f"model.layers.2 ({layer['type']}): ")
+        keras.backend.clear_session()
+        with pytest.raises((ValueError, IndexError)):
+            build_model(spec)
+
+    @pytest.mark.parametrize(
+        ("input_shape", "layer", "reason"),
+        KERAS_BUILDS_WRONGLY.values(),
+        ids=KERAS_BUILDS_WRONGLY.keys(),
+    )
+    def test_refused_before_keras_misbehaves(
+        self, input_shape: list[int], layer: dict[str, Any], reason: str
+    ) -> None:
+        with pytest.raises(InvalidLayerError, match=reason):
+            summarize(invalid(input_shape, layer))
+
+
+# --- property test: random valid specs against Keras -------------------------------------
+
+Draw = st.DrawFn
+MAX_DIM = 6
+MAX_UNITS = 16
+
+
+def draw_reshape_target(draw: Draw, size: int) -> list[int]:
+    target: list[int] = []
+    remaining = size
+    for _ in range(draw(st.integers(0, 2))):
+        dim = draw(st.sampled_from([d for d in range(1, remaining + 1) if remaining % d == 0]))
+        target.append(dim)
+        remaining //= dim
+    target.append(remaining)
+    target = draw(st.permutations(target))
+    if draw(st.booleans()):
+        target[draw(st.integers(0, len(target) - 1))] = -1
+    return target
+
+
+def draw_layer(draw: Draw, layer_type: str, shape: list[int]) -> tuple[dict[str, Any], list[int]]:
+    """A valid layer for input ``shape`` (no batch axis) and the shape it outputs."""
+    rank = len(shape)
+    feature_axis = st.integers(1, rank) | st.integers(-rank, -1)
+    args: dict[str, Any]
+    if layer_type == "Dense":
+        units = draw(st.integers(1, MAX_UNITS))
+        args = {
+            "units": units,
+            "use_bias": draw(st.booleans()),
+            "activation": draw(st.none() | st.sampled_from(get_args(ActivationName))),
+            "kernel_initializer": draw(st.sampled_from(get_args(InitializerName))),
+        }
+        return args, [*shape[:-1], units]
+    if layer_type == "Flatten":
+        return {}, [math.prod(shape)]
+    if layer_type == "Reshape":
+        target = draw_reshape_target(draw, math.prod(shape))
+        size = math.prod(shape)
+        known = math.prod(d for d in target if d != -1)
+        return {"target_shape": target}, [size // known if d == -1 else d for d in target]
+    if layer_type in ("BatchNormalization", "LayerNormalization"):
+        args = {"axis": draw(feature_axis), "center": draw(st.booleans())}
+        args["scale"] = draw(st.booleans())
+    elif layer_type == "PReLU":
+        args = {"shared_axes": draw(st.none() | st.lists(st.integers(1, rank), max_size=rank))}
+    elif layer_type == "Softmax":
+        args = {"axis": draw(st.integers(-rank - 1, rank))}
+    elif layer_type == "Activation":
+        args = {"activation": draw(st.sampled_from(get_args(ActivationName)))}
+    elif layer_type in ("Dropout", "AlphaDropout", "GaussianDropout"):
+        args = {"rate": draw(st.floats(0, 0.9))}
+    elif layer_type == "GaussianNoise":
+        args = {"stddev": draw(st.floats(0.01, 1))}
+    elif layer_type == "LeakyReLU":
+        args = {"negative_slope": draw(st.floats(0, 1))}
+    elif layer_type == "ELU":
+        args = {"alpha": draw(st.floats(0.1, 2))}
+    else:
+        args = {}
+    return args, shape
+
+
+@st.composite
+def model_specs(draw: Draw) -> ModelSpec:
+    shape = draw(st.lists(st.integers(1, MAX_DIM), min_size=1, max_size=3))
+    input_shape = list(shape)
+    layers: list[dict[str, Any]] = []
+    for index in range(draw(st.integers(1, 6))):
+        layer_type = draw(st.sampled_from(LAYER_TYPES))
+        args, shape = draw_layer(draw, layer_type, shape)
+        if draw(st.booleans()):
+            args["trainable"] = False
+        if draw(st.booleans()):
+            args["name"] = f"layer{index}"
+        layers.append({"type": layer_type, **args})
+    return ModelSpec.model_validate({"input_shape": input_shape, "layers": layers})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=model_specs())
+def test_random_specs_match_keras(spec: ModelSpec) -> None:
+    assert_matches_keras(spec)
