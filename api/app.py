@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
-from api.errors import NetkilnError, netkiln_error_handler
+from api.errors import NetkilnError, netkiln_error_handler, request_validation_handler
 from api.routes import health, jobs
 from models.settings import Settings, get_settings
 from worker.app import make_celery
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.celery = make_celery(settings)
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.include_router(health.router)
     app.include_router(jobs.router)
     return app

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 
@@ -30,3 +34,16 @@ async def netkiln_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         status_code=exc.status_code, content={"detail": exc.message, "code": exc.code}
     )
+
+
+async def request_validation_handler(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 body, except that NaN and infinities echoed from the request
+    (Python's JSON parser accepts them) are spelled as strings instead of failing the
+    response with a 500."""
+    assert isinstance(exc, RequestValidationError)
+    detail = jsonable_encoder(exc.errors(), custom_encoder={float: _finite_or_str})
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+def _finite_or_str(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)

@@ -173,7 +173,7 @@ def _reshape(shape: Shape, spec: Reshape) -> LayerEffect:
             f"cannot reshape input shape {_show(shape)} ({size} values) into "
             f"target_shape {list(target)} ({known} values)"
         )
-    return LayerEffect(target, 0, 0)
+    return LayerEffect(tuple(reversed(target)), 0, 0)
 
 
 def _batch_normalization(shape: Shape, spec: BatchNormalization) -> LayerEffect:

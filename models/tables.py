@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -81,7 +81,10 @@ class ArtifactFormat(enum.StrEnum):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSONType,
+    }
 
 
 class Job(Base):
@@ -91,12 +94,17 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[JobStatus] = mapped_column(
-        Enum(JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        Enum(
+            JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
+        ),
         default=JobStatus.QUEUED,
     )
     spec: Mapped[dict[str, Any]]
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(
+        doc="When the task message was last sent; NULL means the reconciler must send it."
+    )
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
@@ -118,7 +126,10 @@ class Job(Base):
     test_metrics: Mapped[dict[str, Any] | None]
 
     metrics: Mapped[list[EpochMetrics]] = relationship(
-        back_populates="job", lazy="raise", cascade="all, delete-orphan", order_by="EpochMetrics.epoch"
+        back_populates="job",
+        lazy="raise",
+        cascade="all, delete-orphan",
+        order_by="EpochMetrics.epoch",
     )
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="job", lazy="raise", cascade="all, delete-orphan"
@@ -127,7 +138,7 @@ class Job(Base):
     __table_args__ = (
         # Listing is newest first, paginated by (created_at, id).
         Index("ix_jobs_created_at_id", "created_at", "id"),
-        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
     )
 
 

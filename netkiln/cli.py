@@ -98,13 +98,10 @@ def up(
     from models.migrate import upgrade
 
     upgrade(settings.resolved_database_url)
-    typer.echo(
-        f"netkiln: data in {settings.data_dir}, database {_redacted(settings.resolved_database_url)}"
-        f", broker {_redacted(settings.resolved_broker_url)}"
-    )
-    worker_command = [
-        sys.executable, "-m", "netkiln", "worker", f"--concurrency={concurrency}"
-    ]
+    database = _redacted(settings.resolved_database_url)
+    broker = _redacted(settings.resolved_broker_url)
+    typer.echo(f"netkiln: data in {settings.data_dir}, database {database}, broker {broker}")
+    worker_command = [sys.executable, "-m", "netkiln", "worker", f"--concurrency={concurrency}"]
     supervisor = _Supervisor(worker_command)
     supervisor.start()
     try:
@@ -132,7 +129,9 @@ class _Supervisor:
     def _watch(self) -> None:
         while not self._stopping.wait(1.0):
             if self.process is not None and self.process.poll() is not None:
-                typer.echo(f"netkiln: worker exited ({self.process.returncode}); restarting", err=True)
+                typer.echo(
+                    f"netkiln: worker exited ({self.process.returncode}); restarting", err=True
+                )
                 self.process = self._spawn()
 
     def stop(self) -> None:

@@ -71,7 +71,8 @@ def read_idx(path: str | Path) -> NDArray[np.uint8]:
     if len(data) - header_end != expected:
         raise JobError(
             "invalid_data",
-            f"{Path(path).name}: header promises {expected} bytes, file has {len(data) - header_end}",
+            f"{Path(path).name}: header promises {expected} bytes, "
+            f"file has {len(data) - header_end}",
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header_end).reshape(dims)
 

@@ -111,4 +111,3 @@ class LostOwnership(Exception):
     def __init__(self, job_id: uuid.UUID) -> None:
         super().__init__(f"job {job_id} is no longer owned by this attempt")
         self.job_id = job_id
-

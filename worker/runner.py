@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import threading
 import uuid
 
 import keras
@@ -30,9 +31,11 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         log.info("job %s is not queued; nothing to do", job_id)
         return
     log.info("job %s: attempt %d started", job_id, store.attempt)
+    heartbeat = Heartbeat(store, settings.heartbeat_interval)
+    heartbeat.start()
     try:
         spec = TrainJobSpec.model_validate(raw_spec)
-        result = train(spec, store)
+        result = train(spec, store, heartbeat.lost)
         artifacts = ArtifactStore(settings.artifacts_dir).save_model(result.model, job_id)
         store.succeed(result.test_metrics, artifacts)
         log.info("job %s succeeded: %s", job_id, result.test_metrics)
@@ -53,9 +56,36 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         except LostOwnership:
             log.warning("job %s: could not record failure, no longer owned", job_id)
     finally:
+        heartbeat.stop()
         # Free the graph and weights of this job before the next one arrives.
         keras.backend.clear_session()
         gc.collect()
+
+
+class Heartbeat(threading.Thread):
+    """Proves the attempt alive while it runs, whatever phase it is in (loading data,
+    a long batch, saving); sets ``lost`` when the row says the job is no longer ours."""
+
+    def __init__(self, store: JobStore, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{store.job_id}", daemon=True)
+        self.store = store
+        self.interval = interval
+        self.lost = threading.Event()
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self.store.heartbeat()
+            except LostOwnership:
+                self.lost.set()
+                return
+            except Exception:  # a DB blip: the next beat may get through
+                log.warning("job %s: heartbeat failed", self.store.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=self.interval + 5)
 
 
 def classify(exc: BaseException) -> JobError:

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from models.settings import get_settings
 from worker.app import RUN_JOB_TASK, celery_app
+from worker.reconciler import Reconciler
+
+_reconciler: Reconciler | None = None
+
+
+@worker_ready.connect
+def _start_reconciler(**_: Any) -> None:
+    global _reconciler
+    _reconciler = Reconciler(get_settings(), celery_app)
+    _reconciler.start()
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_: Any) -> None:
+    if _reconciler is not None:
+        _reconciler.stopped.set()
 
 
 @worker_process_init.connect
-def _warm_up(**_: object) -> None:
+def _warm_up(**_: Any) -> None:
     # Import TensorFlow in the pool process, never in the parent: a forked TF runtime
     # can deadlock, and paying the import here keeps it off the first job's clock.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

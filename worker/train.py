@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
-import time
+import threading
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -16,9 +16,7 @@ from models.spec import TrainJobSpec
 from worker.build.model import build_model, compile_model, count_params
 from worker.data import Dataset, load_dataset
 from worker.errors import JobError
-from worker.jobstore import JobStore
-
-HEARTBEAT_SECONDS = 1.0
+from worker.jobstore import JobStore, LostOwnership
 
 
 @dataclass(frozen=True)
@@ -28,14 +26,15 @@ class TrainResult:
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """Writes one metrics row per epoch (with the learning rate actually used), a heartbeat
-    at most once a second, and turns a non-finite loss into a ``nan_loss`` failure."""
+    """Writes one metrics row per epoch (with the learning rate actually used), turns a
+    non-finite loss into a ``nan_loss`` failure, and stops within one batch once the job
+    is no longer this attempt's (``lost`` is set by the heartbeat)."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, lost: threading.Event) -> None:
         super().__init__()
         self.store = store
+        self.lost = lost
         self.epoch = 0
-        self._last_beat = time.monotonic()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
@@ -50,10 +49,8 @@ class ProgressCallback(keras.callbacks.Callback):
                 f"loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}; "
                 "try a lower learning rate or gradient clipping (clipnorm / clipvalue)",
             )
-        now = time.monotonic()
-        if now - self._last_beat >= HEARTBEAT_SECONDS:
-            self._last_beat = now
-            self.store.heartbeat()
+        if self.lost.is_set():
+            raise LostOwnership(self.store.job_id)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = {key: float(value) for key, value in (logs or {}).items()}
@@ -66,7 +63,6 @@ class ProgressCallback(keras.callbacks.Callback):
                 "try a lower learning rate or gradient clipping (clipnorm / clipvalue)",
             )
         self.store.record_epoch(epoch + 1, values)
-        self._last_beat = time.monotonic()
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
@@ -83,7 +79,7 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def train(spec: TrainJobSpec, store: JobStore) -> TrainResult:
+def train(spec: TrainJobSpec, store: JobStore, lost: threading.Event) -> TrainResult:
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     data = load_dataset(spec.dataset)
@@ -94,7 +90,7 @@ def train(spec: TrainJobSpec, store: JobStore) -> TrainResult:
     store.record_model(count_params(model), library_versions(), spec.fit.epochs)
 
     try:
-        _fit(model, spec, data, store)
+        _fit(model, spec, data, ProgressCallback(store, lost))
     except ValueError as exc:
         # Keras checks shapes and dtypes up front and says what is wrong in a ValueError.
         raise JobError("invalid_data", f"the data does not fit the model: {exc}") from exc
@@ -104,7 +100,7 @@ def train(spec: TrainJobSpec, store: JobStore) -> TrainResult:
     return TrainResult(model, {key: float(value) for key, value in evaluation.items()})
 
 
-def _fit(model: keras.Model, spec: TrainJobSpec, data: Dataset, store: JobStore) -> None:
+def _fit(model: keras.Model, spec: TrainJobSpec, data: Dataset, progress: ProgressCallback) -> None:
     model.fit(
         data.x_train,
         data.y_train,
@@ -112,7 +108,7 @@ def _fit(model: keras.Model, spec: TrainJobSpec, data: Dataset, store: JobStore)
         batch_size=spec.fit.batch_size,
         validation_split=spec.fit.validation_split,
         shuffle=spec.fit.shuffle,
-        callbacks=[ProgressCallback(store)],
+        callbacks=[progress],
         verbose=0,
     )
 

@@ -18,7 +18,7 @@ from api.services import jobs as service
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.tables import Artifact, EpochMetrics, JobStatus
-from worker.app import RUN_JOB_TASK
+from worker.dispatch import dispatch
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -41,7 +41,7 @@ def submit_job(
     # Commit before enqueueing: a worker must never receive an id it cannot read.
     session.commit()
     try:
-        celery.send_task(RUN_JOB_TASK, args=[str(job.id)])
+        dispatch(celery, settings.resolved_database_url, job.id)
     except Exception:
         # The row is the source of truth; a queued job without a message is re-sent
         # by the worker's reconciler once the broker is back.

@@ -45,7 +45,7 @@ def list_jobs(
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated on (created_at, id) so pages stay stable while
     new jobs arrive."""
-    query: Select[tuple[Job]] = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    query: Select[Job] = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
     if status is not None:
         query = query.where(Job.status == status)
     if kind is not None:
@@ -71,6 +71,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, job_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None or not isinstance(job_id, str):
+            raise ValueError("not a (UTC timestamp, id) pair")
+        return when, uuid.UUID(job_id)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise BadCursor("cursor is not one this API returned") from exc

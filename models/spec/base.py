@@ -15,9 +15,10 @@ MAX_LAYERS = 256
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors that name the field; objects are frozen once validated."""
+    """Unknown fields are errors that name the field; objects are frozen once validated.
+    NaN and infinities are refused: JSON cannot store them, so a stored spec would change."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 ActivationName = Literal[

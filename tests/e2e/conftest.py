@@ -95,6 +95,10 @@ def service(
         "KERAS_HOME": str(keras_home),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",
+        # Fast failure detection, so the worker-death test takes seconds, not minutes.
+        "NETKILN_HEARTBEAT_INTERVAL": "0.5",
+        "NETKILN_HEARTBEAT_TIMEOUT": "4",
+        "NETKILN_RECONCILE_INTERVAL": "1",
     }
     logs = tmp_path_factory.mktemp(f"logs-{backend.name}")
     processes = {

@@ -20,8 +20,14 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 TIMESTAMP = sa.DateTime(timezone=True)
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 JOB_STATUS = sa.Enum(
-    "queued", "running", "succeeded", "failed", "cancelled",
-    name="jobstatus", native_enum=False, length=16,
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    name="jobstatus",
+    native_enum=False,
+    length=16,
 )
 
 
@@ -34,6 +40,7 @@ def upgrade() -> None:
         sa.Column("status", JOB_STATUS, nullable=False),
         sa.Column("spec", JSON, nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.Column("dispatched_at", TIMESTAMP, nullable=True),
         sa.Column("started_at", TIMESTAMP, nullable=True),
         sa.Column("finished_at", TIMESTAMP, nullable=True),
         sa.Column("heartbeat_at", TIMESTAMP, nullable=True),
@@ -53,7 +60,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
     op.create_index("ix_jobs_created_at_id", "jobs", ["created_at", "id"])
-    op.create_index("ix_jobs_status", "jobs", ["status"])
+    op.create_index("ix_jobs_status_heartbeat_at", "jobs", ["status", "heartbeat_at"])
 
     op.create_table(
         "artifacts",
@@ -88,6 +95,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("epoch_metrics")
     op.drop_table("artifacts")
-    op.drop_index("ix_jobs_status", table_name="jobs")
+    op.drop_index("ix_jobs_status_heartbeat_at", table_name="jobs")
     op.drop_index("ix_jobs_created_at_id", table_name="jobs")
     op.drop_table("jobs")

@@ -1,0 +1,106 @@
+"""Rescues stranded jobs. Runs as a thread in every worker's main process (no TensorFlow
+there); sweeps are compare-and-set updates, so any number of workers may run it.
+
+- A running job whose heartbeat is older than ``heartbeat_timeout`` lost its worker
+  (SIGKILL, OOM kill, node loss): it goes back to ``queued`` for another attempt, or ends
+  ``failed`` with ``worker_lost`` once ``max_attempts`` are used up. The broker's own
+  redelivery is not relied on: Redis redelivers unacknowledged messages only after its
+  visibility timeout, which must exceed the longest job.
+- A queued job that was never dispatched (the broker was down when it was submitted, or
+  it was just re-queued) is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from celery import Celery
+from sqlalchemy import select
+
+from models.db import transaction
+from models.settings import Settings
+from models.tables import Job, JobStatus, utcnow
+from worker.dispatch import dispatch
+
+log = logging.getLogger(__name__)
+
+#: A just-submitted job is the API's to dispatch; give it this long before stepping in.
+DISPATCH_GRACE = timedelta(seconds=5)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    dispatched: list[uuid.UUID] = field(default_factory=list)
+
+
+def sweep(settings: Settings, celery: Celery) -> SweepReport:
+    report = SweepReport()
+    url = settings.resolved_database_url
+    now = utcnow()
+    with transaction(url) as session:
+        stale = session.scalars(
+            select(Job)
+            .where(
+                Job.status == JobStatus.RUNNING,
+                Job.heartbeat_at < now - timedelta(seconds=settings.heartbeat_timeout),
+            )
+            .with_for_update(skip_locked=True)
+        )
+        for job in stale:
+            silent = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
+            reason = f"worker {job.worker_host} stopped responding during attempt {job.attempt}"
+            if job.attempt >= job.max_attempts:
+                job.status = JobStatus.FAILED
+                job.error_code = "worker_lost"
+                job.error_message = f"{reason}; all {job.max_attempts} attempts used"
+                job.finished_at = now
+                report.failed.append(job.id)
+            else:
+                job.status = JobStatus.QUEUED
+                job.dispatched_at = None
+                report.requeued.append(job.id)
+            log.warning("job %s: silent for %.0fs; %s", job.id, silent, reason)
+        undispatched = list(
+            session.scalars(
+                select(Job.id).where(
+                    Job.status == JobStatus.QUEUED,
+                    Job.dispatched_at.is_(None),
+                    Job.created_at < now - DISPATCH_GRACE,
+                )
+            )
+        )
+    for job_id in [*report.requeued, *undispatched]:
+        dispatch(celery, url, job_id)
+        report.dispatched.append(job_id)
+    return report
+
+
+class Reconciler(threading.Thread):
+    def __init__(self, settings: Settings, celery: Celery) -> None:
+        super().__init__(name="netkiln-reconciler", daemon=True)
+        self.settings = settings
+        self.celery = celery
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.reconcile_interval):
+            try:
+                report = sweep(self.settings, self.celery)
+            except Exception:  # a DB or broker blip must not end the thread
+                log.exception(
+                    "reconciler sweep failed; retrying in %ss", self.settings.reconcile_interval
+                )
+                continue
+            if report.requeued or report.failed or report.dispatched:
+                log.info(
+                    "reconciler: requeued %d, failed %d, dispatched %d",
+                    len(report.requeued),
+                    len(report.failed),
+                    len(report.dispatched),
+                )
