@@ -1,11 +1,13 @@
 """A dry run of ``worker.build.model.build_model`` without TensorFlow: every layer's output
 shape and parameter counts, as ``model.summary()`` would report them, computed from the spec.
 
-One rule per layer type in ``RULES``; a rule takes the input shape (without the batch axis)
-and the layer spec and returns the output shape and the trainable and non-trainable
-parameter counts. A layer with ``trainable: false`` has all its weights counted as
-non-trainable, as in Keras. A spec Keras could not build, or could build but not run (a
-softmax over an axis the tensor lacks), raises ``InvalidLayerError`` naming the layer.
+Rows are the layers Keras builds, so a block (``DenseBlock``) gives one row per layer it
+expands to, each carrying the ``spec_index`` of the block. One rule per primitive layer type
+in ``RULES``; a rule takes the input shape (without the batch axis) and the layer spec and
+returns the output shape and the trainable and non-trainable parameter counts. A layer with
+``trainable: false`` has all its weights counted as non-trainable, as in Keras. A spec Keras
+could not build, or could build but not run (a softmax over an axis the tensor lacks),
+raises ``InvalidLayerError`` naming the spec layer.
 
 Memory is estimated for float32, and deliberately kept simple:
 
@@ -26,15 +28,17 @@ from typing import Any, NamedTuple
 
 from pydantic import Field
 
-from models.spec import LayerSpec, ModelSpec
+from models.spec import ModelSpec
 from models.spec.base import StrictModel
 from models.spec.layers import (
     BatchNormalization,
     Dense,
     LayerNormalization,
     PReLU,
+    PrimitiveLayerSpec,
     Reshape,
     Softmax,
+    expand_layers,
 )
 
 BYTES_PER_FLOAT32 = 4
@@ -53,7 +57,8 @@ LayerRule = Callable[[Shape, Any], LayerEffect]
 
 
 class InvalidLayerError(ValueError):
-    """The layer at ``index`` cannot take the shape the layers before it produce."""
+    """The spec layer at ``index`` cannot take the shape the layers before it produce;
+    ``layer_type`` is the failing layer's type (for a block, the layer it expands to)."""
 
     def __init__(self, index: int, layer_type: str, reason: str) -> None:
         super().__init__(f"model.layers.{index} ({layer_type}): {reason}")
@@ -63,7 +68,8 @@ class InvalidLayerError(ValueError):
 
 
 class LayerSummary(StrictModel):
-    index: int
+    index: int = Field(description="Position among the layers Keras builds.")
+    spec_index: int = Field(description="Position in the spec's layers (a block's position).")
     name: str
     type: str
     output_shape: list[int | None] = Field(description="None is the batch axis.")
@@ -92,27 +98,10 @@ def summarize(spec: ModelSpec, batch_size: int = 1) -> ModelSummary:
     shape: Shape = tuple(spec.input_shape)
     activations = math.prod(shape)
     rows: list[LayerSummary] = []
-    for index, layer in enumerate(spec.layers):
-        try:
-            effect = RULES[layer.type](shape, layer)
-        except ValueError as exc:
-            raise InvalidLayerError(index, layer.type, str(exc)) from exc
-        trainable, non_trainable = effect.trainable, effect.non_trainable
-        if not layer.trainable:
-            trainable, non_trainable = 0, trainable + non_trainable
-        shape = effect.output_shape
-        activations += math.prod(shape)
-        rows.append(
-            LayerSummary(
-                index=index,
-                name=layer.name or layer.type.lower(),
-                type=layer.type,
-                output_shape=[None, *shape],
-                params=trainable + non_trainable,
-                trainable=trainable,
-                non_trainable=non_trainable,
-            )
-        )
+    for spec_index, spec_layer in enumerate(spec.layers):
+        for layer in expand_layers([spec_layer]):
+            shape = _add_row(rows, spec_index, spec_layer.type, shape, layer)
+            activations += math.prod(shape)
     trainable = sum(row.trainable for row in rows)
     non_trainable = sum(row.non_trainable for row in rows)
     weight_bytes = BYTES_PER_FLOAT32 * (trainable + non_trainable)
@@ -128,6 +117,37 @@ def summarize(spec: ModelSpec, batch_size: int = 1) -> ModelSummary:
         batch_size=batch_size,
         memory_estimate_bytes=weight_bytes + batch_size * activation_bytes,
     )
+
+
+def _add_row(
+    rows: list[LayerSummary],
+    spec_index: int,
+    spec_type: str,
+    shape: Shape,
+    layer: PrimitiveLayerSpec,
+) -> Shape:
+    """Append ``layer``'s row, taking input ``shape``; the shape it outputs."""
+    try:
+        effect = RULES[layer.type](shape, layer)
+    except ValueError as exc:
+        shown = layer.type if spec_type == layer.type else f"{spec_type}: {layer.type}"
+        raise InvalidLayerError(spec_index, shown, str(exc)) from exc
+    trainable, non_trainable = effect.trainable, effect.non_trainable
+    if not layer.trainable:
+        trainable, non_trainable = 0, trainable + non_trainable
+    rows.append(
+        LayerSummary(
+            index=len(rows),
+            spec_index=spec_index,
+            name=layer.name or layer.type.lower(),
+            type=layer.type,
+            output_shape=[None, *effect.output_shape],
+            params=trainable + non_trainable,
+            trainable=trainable,
+            non_trainable=non_trainable,
+        )
+    )
+    return effect.output_shape
 
 
 def _feature_axis(shape: Shape, axis: int) -> int:
@@ -151,7 +171,7 @@ def _dense(shape: Shape, spec: Dense) -> LayerEffect:
     return LayerEffect((*shape[:-1], spec.units), kernel + bias, 0)
 
 
-def _flatten(shape: Shape, spec: LayerSpec) -> LayerEffect:
+def _flatten(shape: Shape, spec: PrimitiveLayerSpec) -> LayerEffect:
     return LayerEffect((math.prod(shape),), 0, 0)
 
 
@@ -173,7 +193,7 @@ def _reshape(shape: Shape, spec: Reshape) -> LayerEffect:
             f"cannot reshape input shape {_show(shape)} ({size} values) into "
             f"target_shape {list(target)} ({known} values)"
         )
-    return LayerEffect(tuple(reversed(target)), 0, 0)
+    return LayerEffect(target, 0, 0)
 
 
 def _batch_normalization(shape: Shape, spec: BatchNormalization) -> LayerEffect:
@@ -207,7 +227,7 @@ def _softmax(shape: Shape, spec: Softmax) -> LayerEffect:
     return LayerEffect(shape, 0, 0)
 
 
-def _elementwise(shape: Shape, spec: LayerSpec) -> LayerEffect:
+def _elementwise(shape: Shape, spec: PrimitiveLayerSpec) -> LayerEffect:
     return LayerEffect(shape, 0, 0)
 
 
@@ -227,4 +247,6 @@ RULES: dict[str, LayerRule] = {
     "AlphaDropout": _elementwise,
     "GaussianDropout": _elementwise,
     "GaussianNoise": _elementwise,
+    "RReLU": _elementwise,
+    "MCDropout": _elementwise,
 }

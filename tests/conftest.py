@@ -107,9 +107,7 @@ def make_backend(name: str, root: Path, request: pytest.FixtureRequest) -> Backe
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Backend:
     """A migrated backend, shared by the tests of one module."""
     from models.migrate import upgrade
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from models.tables import ArtifactFormat
+from worker.build.custom_layers import exportable
 
 FILENAMES = {ArtifactFormat.KERAS: "model.keras", ArtifactFormat.H5: "model.h5"}
 
@@ -40,6 +41,8 @@ class ArtifactStore:
         return folder
 
     def save_model(self, model: keras.Model, job_id: uuid.UUID) -> list[StoredArtifact]:
+        """Both formats, loadable with plain Keras (custom layers exported as equivalents)."""
+        model = exportable(model)
         folder = self.job_dir(job_id)
         stored = []
         for fmt, filename in FILENAMES.items():

@@ -8,6 +8,7 @@ cache is used as is, a missing one is downloaded from the canonical mirror.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +40,10 @@ IDX_SOURCES = {
 @dataclass(frozen=True)
 class Dataset:
     x_train: NDArray[np.float32]
-    y_train: NDArray[np.int64]
+    y_train: NDArray[np.generic]  # class ids, or one-hot rows when the spec asks
     x_test: NDArray[np.float32]
-    y_test: NDArray[np.int64]
-
-    @property
-    def n_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+    y_test: NDArray[np.generic]
+    n_classes: int
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,12 @@ class RawDataset:
 def read_idx(path: str | Path) -> NDArray[np.uint8]:
     """An IDX file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian dims, uint8 data."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # A cut-off download, or an error page saved under the .gz name.
+        raise JobError("invalid_data", f"{Path(path).name} is damaged: {exc}") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise JobError("invalid_data", f"{Path(path).name} is not an unsigned-byte IDX file")
     ndim = data[3]
@@ -125,7 +127,16 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
         x_train = (x_train - mean) / std
         x_test = (x_test - mean) / std
     _check_finite(x_train, "training inputs")
-    return Dataset(x_train, y_train, x_test, y_test)
+    n_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    if spec.one_hot:
+        return Dataset(
+            x_train, _one_hot(y_train, n_classes), x_test, _one_hot(y_test, n_classes), n_classes
+        )
+    return Dataset(x_train, y_train, x_test, y_test, n_classes)
+
+
+def _one_hot(labels: NDArray[np.int64], n_classes: int) -> NDArray[np.float32]:
+    return np.eye(n_classes, dtype=np.float32)[labels]
 
 
 def _check_finite(values: NDArray[np.float32], what: str) -> None:

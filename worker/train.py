@@ -10,11 +10,11 @@ from importlib import metadata
 from typing import Any
 
 import keras
-import numpy as np
 
 from models.spec import TrainJobSpec
+from worker.build.callbacks import build_callbacks
 from worker.build.model import build_model, compile_model, count_params
-from worker.data import Dataset, load_dataset
+from worker.data import load_dataset
 from worker.errors import JobError
 from worker.jobstore import JobStore, LostOwnership
 
@@ -38,8 +38,12 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
-        # Captured here: by on_epoch_end the optimizer has already stepped past the epoch.
-        self._epoch_lr = current_learning_rate(self.model.optimizer)
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if batch == 0:
+            # The rate the epoch starts with, after any schedule has set it; by on_epoch_end
+            # a per-step schedule or decay has moved past it.
+            self._epoch_lr = current_learning_rate(self.model.optimizer)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
@@ -83,14 +87,28 @@ def train(spec: TrainJobSpec, store: JobStore, lost: threading.Event) -> TrainRe
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     data = load_dataset(spec.dataset)
-    _check_labels(spec, data.y_train)
+    _check_labels(spec, data.n_classes)
 
     model = build_model(spec.model, name=spec.name)
     compile_model(model, spec.compile)
     store.record_model(count_params(model), library_versions(), spec.fit.epochs)
 
     try:
-        _fit(model, spec, data, ProgressCallback(store, lost))
+        # Progress goes last: it reads the learning rate the schedule callbacks just set.
+        callbacks = [
+            *build_callbacks(spec.compile.optimizer, spec.fit),
+            ProgressCallback(store, lost),
+        ]
+        model.fit(
+            data.x_train,
+            data.y_train,
+            epochs=spec.fit.epochs,
+            batch_size=spec.fit.batch_size,
+            validation_split=spec.fit.validation_split,
+            shuffle=spec.fit.shuffle,
+            callbacks=callbacks,
+            verbose=0,
+        )
     except ValueError as exc:
         # Keras checks shapes and dtypes up front and says what is wrong in a ValueError.
         raise JobError("invalid_data", f"the data does not fit the model: {exc}") from exc
@@ -100,28 +118,14 @@ def train(spec: TrainJobSpec, store: JobStore, lost: threading.Event) -> TrainRe
     return TrainResult(model, {key: float(value) for key, value in evaluation.items()})
 
 
-def _fit(model: keras.Model, spec: TrainJobSpec, data: Dataset, progress: ProgressCallback) -> None:
-    model.fit(
-        data.x_train,
-        data.y_train,
-        epochs=spec.fit.epochs,
-        batch_size=spec.fit.batch_size,
-        validation_split=spec.fit.validation_split,
-        shuffle=spec.fit.shuffle,
-        callbacks=[progress],
-        verbose=0,
-    )
-
-
-def _check_labels(spec: TrainJobSpec, y_train: np.ndarray[Any, Any]) -> None:
+def _check_labels(spec: TrainJobSpec, n_classes: int) -> None:
     """A sparse-categorical head narrower than the label range fails deep inside the
     backend with an opaque message; say what is wrong instead."""
-    if spec.compile.loss != "sparse_categorical_crossentropy":
+    if spec.compile.loss not in {"sparse_categorical_crossentropy", "categorical_crossentropy"}:
         return
     last_dense = next(
         (layer for layer in reversed(spec.model.layers) if layer.type == "Dense"), None
     )
-    n_classes = int(y_train.max()) + 1
     units = getattr(last_dense, "units", None)
     if units is not None and units < n_classes:
         raise JobError(

@@ -27,6 +27,10 @@ class DatasetSpec(StrictModel):
             "per-feature mean 0 / std 1 with statistics from the training split only."
         ),
     )
+    one_hot: bool = Field(
+        default=False,
+        description="Class ids as one-hot rows (for categorical_crossentropy or mse heads).",
+    )
     limit: int | None = Field(
         default=None, gt=0, description="Keep the first n examples of each split (for quick runs)."
     )

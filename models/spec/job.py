@@ -8,13 +8,18 @@ from pydantic import Field, field_validator
 
 from models.spec.base import MAX_LAYERS, MAX_UNITS, LossName, MetricName, StrictModel
 from models.spec.data import DatasetSpec
-from models.spec.layers import LayerSpec
+from models.spec.layers import LayerSpec, PrimitiveLayerSpec, expand_layers
 from models.spec.optimizers import OPTIMIZER_SHORTHANDS, OptimizerSpec
 
 
 class ModelSpec(StrictModel):
     input_shape: list[int] = Field(min_length=1, max_length=4)
     layers: list[LayerSpec] = Field(min_length=1, max_length=MAX_LAYERS)
+
+    @property
+    def expanded_layers(self) -> list[PrimitiveLayerSpec]:
+        """The layers Keras builds: blocks replaced by what they stand for."""
+        return expand_layers(self.layers)
 
     @field_validator("input_shape")
     @classmethod
@@ -42,11 +47,21 @@ class CompileSpec(StrictModel):
         return value
 
 
+class EarlyStoppingSpec(StrictModel):
+    """Keras's ``EarlyStopping``: stop once ``monitor`` stops improving."""
+
+    monitor: str = Field(default="val_loss", pattern=r"^(val_)?[a-z_0-9]+$")
+    patience: int = Field(default=10, ge=0)
+    min_delta: float = Field(default=0.0, ge=0)
+    restore_best_weights: bool = True
+
+
 class FitSpec(StrictModel):
     epochs: int = Field(gt=0, le=10_000)
     batch_size: int = Field(default=32, gt=0, le=65_536)
     validation_split: float = Field(default=0.0, ge=0, lt=1)
     shuffle: bool = True
+    early_stopping: EarlyStoppingSpec | None = None
 
 
 class TrainJobSpec(StrictModel):

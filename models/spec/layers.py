@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from models.spec.base import (
     MAX_UNITS,
@@ -135,7 +135,122 @@ class GaussianNoise(LayerBase):
     seed: int | None = Field(default=None, ge=0)
 
 
-LayerSpec = Annotated[
+class RReLU(LayerBase):
+    """Randomized leaky ReLU (Xu et al. 2015): in training each negative input gets a slope
+    drawn uniformly from [lower, upper]; at inference the mean slope. Keras has none; the
+    downloaded model carries the inference equivalent, a LeakyReLU with the mean slope."""
+
+    type: Literal["RReLU"]
+    lower: float = Field(default=1 / 8, ge=0, lt=1)
+    upper: float = Field(default=1 / 3, gt=0, lt=1)
+    seed: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RReLU:
+        if self.lower > self.upper:
+            raise ValueError("lower must not exceed upper")
+        return self
+
+    @property
+    def mean_slope(self) -> float:
+        return (self.lower + self.upper) / 2
+
+
+class MCDropout(LayerBase):
+    """Monte Carlo dropout (Gal & Ghahramani 2016): dropout that stays on at inference, so
+    repeated predictions sample the model's uncertainty. The downloaded model carries a
+    plain Dropout; sample with it through ``model(x, training=True)``."""
+
+    type: Literal["MCDropout"]
+    rate: DropoutRate
+    seed: int | None = Field(default=None, ge=0)
+
+
+#: Activations a block can apply as a layer of their own, beyond Keras's named functions.
+BlockActivation = ActivationName | Literal["rrelu", "prelu"]
+
+
+class DenseBlock(LayerBase):
+    """Shorthand for the chapter's Dense patterns. ``batch_norm: "before"`` is Ioffe and
+    Szegedy's placement: Dense without bias (BN's beta replaces it), BatchNormalization,
+    then the activation as a layer. ``"after"``: Dense with its activation, then BN.
+    ``dropout`` appends a dropout layer of ``dropout_type``. Expands to plain layers."""
+
+    type: Literal["DenseBlock"]
+    units: int = Field(gt=0, le=MAX_UNITS)
+    activation: BlockActivation | None = None
+    batch_norm: Literal["before", "after"] | None = None
+    dropout: DropoutRate | None = None
+    dropout_type: Literal["Dropout", "AlphaDropout", "MCDropout"] = "Dropout"
+    kernel_initializer: Initializer = "glorot_uniform"
+    kernel_regularizer: Regularizer | None = None
+    kernel_constraint: Constraint | None = None
+
+    def expand(self) -> list[PrimitiveLayerSpec]:
+        prefix = self.name
+        named = (lambda part: f"{prefix}_{part}") if prefix else (lambda part: None)
+        common: dict[str, Any] = {"trainable": self.trainable}
+        function_activation = self.activation not in {"rrelu", "prelu"}
+        dense = Dense(
+            type="Dense",
+            name=named("dense"),
+            units=self.units,
+            # Before-BN: the bias is redundant with BN's beta; the activation follows BN.
+            use_bias=self.batch_norm != "before",
+            activation=self.activation
+            if function_activation and self.batch_norm != "before"
+            else None,
+            kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            **common,
+        )
+        layers: list[PrimitiveLayerSpec] = [dense]
+        activation_layers = self._activation_layers(
+            named, common, force=self.batch_norm == "before"
+        )
+        norm = BatchNormalization(type="BatchNormalization", name=named("bn"), **common)
+        if self.batch_norm == "before":
+            layers += [norm, *activation_layers]
+        elif self.batch_norm == "after":
+            layers += [*activation_layers, norm]
+        else:
+            layers += activation_layers
+        if self.dropout is not None:
+            layers.append(
+                _DROPOUTS[self.dropout_type](
+                    type=self.dropout_type, name=named("dropout"), rate=self.dropout, **common
+                )
+            )
+        return layers
+
+    def _activation_layers(
+        self, named: Any, common: dict[str, Any], *, force: bool
+    ) -> list[PrimitiveLayerSpec]:
+        """The activation as a layer of its own, where the Dense cannot carry it."""
+        if self.activation is None:
+            return []
+        if self.activation == "rrelu":
+            return [RReLU(type="RReLU", name=named("rrelu"), **common)]
+        if self.activation == "prelu":
+            return [PReLU(type="PReLU", name=named("prelu"), **common)]
+        if force:
+            return [
+                Activation(
+                    type="Activation", name=named("act"), activation=self.activation, **common
+                )
+            ]
+        return []
+
+
+_DROPOUTS: dict[str, type[Dropout] | type[AlphaDropout] | type[MCDropout]] = {
+    "Dropout": Dropout,
+    "AlphaDropout": AlphaDropout,
+    "MCDropout": MCDropout,
+}
+
+#: Layers that are one Keras layer each (what blocks expand to).
+PrimitiveLayerSpec = Annotated[
     Dense
     | Flatten
     | Reshape
@@ -150,6 +265,22 @@ LayerSpec = Annotated[
     | Dropout
     | AlphaDropout
     | GaussianDropout
-    | GaussianNoise,
+    | GaussianNoise
+    | RReLU
+    | MCDropout,
     Field(discriminator="type"),
 ]
+
+#: Everything a spec's ``layers`` list may hold.
+LayerSpec = Annotated[PrimitiveLayerSpec | DenseBlock, Field(discriminator="type")]
+
+
+def expand_layers(layers: list[LayerSpec]) -> list[PrimitiveLayerSpec]:
+    """Blocks replaced by the layers they stand for."""
+    expanded: list[PrimitiveLayerSpec] = []
+    for layer in layers:
+        if isinstance(layer, DenseBlock):
+            expanded.extend(layer.expand())
+        else:
+            expanded.append(layer)
+    return expanded

@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, model_validator
 
 from models.spec.base import StrictModel, keras_config
+from models.spec.schedules import ScheduleSpec
 
-LearningRate = Annotated[float, Field(gt=0, le=10)]
+LearningRate = Annotated[float, Field(gt=0, le=10)] | ScheduleSpec
 Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -30,19 +31,34 @@ class OptimizerBase(StrictModel):
     weight_decay: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _one_clipping_rule(self) -> OptimizerBase:
+    def _consistent(self) -> OptimizerBase:
         # Keras refuses clipnorm together with global_clipnorm; say so at submit time.
         if self.clipnorm is not None and self.global_clipnorm is not None:
             raise ValueError("set at most one of clipnorm and global_clipnorm")
+        if self.decay and self.schedule is not None:
+            raise ValueError("decay is a schedule of its own; use it or a learning_rate schedule")
         return self
 
+    @property
+    def schedule(self) -> ScheduleSpec | None:
+        return None if isinstance(self.learning_rate, float) else self.learning_rate
+
+    @property
+    def initial_learning_rate(self) -> float:
+        if isinstance(self.learning_rate, float):
+            return self.learning_rate
+        return self.learning_rate.initial_learning_rate
+
     def to_keras(self) -> dict[str, Any]:
+        """The optimizer's Keras config. A schedule contributes only its starting rate: the
+        worker's schedule callback moves the rate, so the saved optimizer stays plain."""
         config = self.model_dump(exclude={"type", "decay"}, exclude_none=True)
+        config["learning_rate"] = self.initial_learning_rate
         if self.decay:
             config["learning_rate"] = keras_config(
                 "InverseTimeDecay",
                 {
-                    "initial_learning_rate": self.learning_rate,
+                    "initial_learning_rate": self.initial_learning_rate,
                     "decay_steps": 1,
                     "decay_rate": self.decay,
                 },

@@ -10,15 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.spec import LayerSpec, ModelSpec
+from models.spec import ModelSpec
 from models.spec.base import ActivationName, InitializerName
 from models.spec.examples import BN_AFTER_ACTIVATION
+from models.spec.layers import BlockActivation, PrimitiveLayerSpec
 from models.summary import RULES, InvalidLayerError, summarize
 from worker.build.model import build_model, count_params
 
-LAYER_TYPES = sorted(
-    get_args(cls.model_fields["type"].annotation)[0] for cls in get_args(get_args(LayerSpec)[0])
+PRIMITIVE_TYPES = sorted(
+    get_args(cls.model_fields["type"].annotation)[0]
+    for cls in get_args(get_args(PrimitiveLayerSpec)[0])
 )
+LAYER_TYPES = [*PRIMITIVE_TYPES, "DenseBlock"]
+BLOCK_ACTIVATIONS = [name for part in get_args(BlockActivation) for name in get_args(part)]
 
 
 def keras_counts(layer: keras.layers.Layer) -> tuple[int, int, int]:
@@ -41,7 +45,7 @@ def assert_matches_keras(spec: ModelSpec) -> None:
 
 
 def test_every_layer_type_has_a_rule() -> None:
-    assert sorted(RULES) == LAYER_TYPES
+    assert sorted(RULES) == PRIMITIVE_TYPES
 
 
 class TestSeedNotebook:
@@ -79,7 +83,41 @@ class TestRows:
         )
         first, second = summarize(spec).layers
         assert (first.name, first.trainable, first.non_trainable) == ("hidden", 0, 16)
-        assert (second.name, second.trainable, second.non_trainable) == ("batchnormalization", 0, 16)
+        assert (second.name, second.trainable, second.non_trainable) == (
+            "batchnormalization",
+            0,
+            16,
+        )
+
+    def test_block_rows_carry_the_block_index(self) -> None:
+        spec = ModelSpec.model_validate(
+            {
+                "input_shape": [3],
+                "layers": [
+                    {"type": "Flatten"},
+                    {
+                        "type": "DenseBlock",
+                        "name": "b",
+                        "units": 4,
+                        "activation": "prelu",
+                        "batch_norm": "before",
+                        "dropout": 0.1,
+                    },
+                    {"type": "Dense", "units": 2},
+                ],
+            }
+        )
+        rows = summarize(spec).layers
+        assert [(row.index, row.spec_index, row.name) for row in rows] == [
+            (0, 0, "flatten"),
+            (1, 1, "b_dense"),
+            (2, 1, "b_bn"),
+            (3, 1, "b_prelu"),
+            (4, 1, "b_dropout"),
+            (5, 2, "dense"),
+        ]
+        assert [row.params for row in rows] == [0, 12, 16, 4, 0, 10]
+        assert_matches_keras(spec)
 
     def test_memory_estimate(self) -> None:
         spec = ModelSpec.model_validate(
@@ -121,6 +159,23 @@ KERAS_BUILDS_WRONGLY = {
     "prelu-axis-negative": ([4], {"type": "PReLU", "shared_axes": [-1]}, "shared_axes entry -1"),
     "softmax-axis-range": ([4], {"type": "Softmax", "axis": 2}, "out of range"),
 }
+
+
+#: Cases where a plausible mistake (an off-by-one axis, a square shape) would still pass.
+KNOWN_SHAPES = {
+    "prelu-shared-first": ([2, 3, 4], {"type": "PReLU", "shared_axes": [1]}),
+    "prelu-shared-first-last": ([2, 3, 4], {"type": "PReLU", "shared_axes": [3, 1]}),
+    "batchnorm-first-axis": ([2, 3], {"type": "BatchNormalization", "axis": 1, "center": False}),
+    "layernorm-middle-axis": ([2, 3, 4], {"type": "LayerNormalization", "axis": -2}),
+    "reshape-inferred": ([3, 4], {"type": "Reshape", "target_shape": [-1, 2, 3]}),
+    "dense-rank-3": ([2, 3, 4], {"type": "Dense", "units": 5, "use_bias": False}),
+    "softmax-first-axis": ([2, 3], {"type": "Softmax", "axis": 1}),
+}
+
+
+@pytest.mark.parametrize(("input_shape", "layer"), KNOWN_SHAPES.values(), ids=KNOWN_SHAPES.keys())
+def test_known_shapes_match_keras(input_shape: list[int], layer: dict[str, Any]) -> None:
+    assert_matches_keras(ModelSpec.model_validate({"input_shape": input_shape, "layers": [layer]}))
 
 
 class TestInvalid:
@@ -186,6 +241,16 @@ def draw_layer(draw: Draw, layer_type: str, shape: list[int]) -> tuple[dict[str,
             "kernel_initializer": draw(st.sampled_from(get_args(InitializerName))),
         }
         return args, [*shape[:-1], units]
+    if layer_type == "DenseBlock":
+        units = draw(st.integers(1, MAX_UNITS))
+        args = {
+            "units": units,
+            "activation": draw(st.none() | st.sampled_from(BLOCK_ACTIVATIONS)),
+            "batch_norm": draw(st.sampled_from([None, "before", "after"])),
+            "dropout": draw(st.none() | st.floats(0, 0.9)),
+            "dropout_type": draw(st.sampled_from(["Dropout", "AlphaDropout", "MCDropout"])),
+        }
+        return args, [*shape[:-1], units]
     if layer_type == "Flatten":
         return {}, [math.prod(shape)]
     if layer_type == "Reshape":
@@ -197,17 +262,21 @@ def draw_layer(draw: Draw, layer_type: str, shape: list[int]) -> tuple[dict[str,
         args = {"axis": draw(feature_axis), "center": draw(st.booleans())}
         args["scale"] = draw(st.booleans())
     elif layer_type == "PReLU":
-        args = {"shared_axes": draw(st.none() | st.lists(st.integers(1, rank), max_size=rank))}
+        shared_axes = st.lists(st.integers(1, rank), min_size=1, max_size=rank)
+        args = {"shared_axes": draw(st.none() | shared_axes)}
     elif layer_type == "Softmax":
         args = {"axis": draw(st.integers(-rank - 1, rank))}
     elif layer_type == "Activation":
         args = {"activation": draw(st.sampled_from(get_args(ActivationName)))}
-    elif layer_type in ("Dropout", "AlphaDropout", "GaussianDropout"):
+    elif layer_type in ("Dropout", "AlphaDropout", "GaussianDropout", "MCDropout"):
         args = {"rate": draw(st.floats(0, 0.9))}
     elif layer_type == "GaussianNoise":
         args = {"stddev": draw(st.floats(0.01, 1))}
     elif layer_type == "LeakyReLU":
         args = {"negative_slope": draw(st.floats(0, 1))}
+    elif layer_type == "RReLU":
+        lower = draw(st.floats(0, 0.9))
+        args = {"lower": lower, "upper": draw(st.floats(max(lower, 0.01), 0.99))}
     elif layer_type == "ELU":
         args = {"alpha": draw(st.floats(0.1, 2))}
     else:

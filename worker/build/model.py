@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import keras
 
-from models.spec import CompileSpec, LayerSpec, ModelSpec, OptimizerSpec
+from models.spec import CompileSpec, ModelSpec, OptimizerSpec
+from models.spec.layers import PrimitiveLayerSpec
+from worker.build.custom_layers import build_mc_dropout, build_rrelu
 
 #: Layer types that are not a Keras class of the same name. Everything else is
 #: ``keras.layers.<type>(**spec.keras_kwargs())``.
-LayerFactory = Callable[[LayerSpec], keras.layers.Layer]
-CUSTOM_LAYERS: dict[str, LayerFactory] = {}
+CUSTOM_LAYERS: dict[str, Callable[[Any], keras.layers.Layer]] = {
+    "RReLU": build_rrelu,
+    "MCDropout": build_mc_dropout,
+}
 
 
-def build_layer(spec: LayerSpec) -> keras.layers.Layer:
+def build_layer(spec: PrimitiveLayerSpec) -> keras.layers.Layer:
     factory = CUSTOM_LAYERS.get(spec.type)
     if factory is not None:
         return factory(spec)
@@ -24,7 +29,7 @@ def build_layer(spec: LayerSpec) -> keras.layers.Layer:
 
 def build_model(spec: ModelSpec, name: str | None = None) -> keras.Sequential:
     layers: list[keras.layers.Layer] = [keras.Input(shape=tuple(spec.input_shape))]
-    layers.extend(build_layer(layer) for layer in spec.layers)
+    layers.extend(build_layer(layer) for layer in spec.expanded_layers)
     return keras.Sequential(layers, name=_keras_name(name))
 
 
@@ -32,9 +37,16 @@ def build_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
     return keras.optimizers.get(spec.to_keras())
 
 
+#: Keras's short names save into .h5 as ``keras.metrics.mse``, which Keras then cannot
+#: load; the long names round-trip.
+CANONICAL_NAMES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+
+
 def compile_model(model: keras.Model, spec: CompileSpec) -> None:
     model.compile(
-        loss=spec.loss, optimizer=build_optimizer(spec.optimizer), metrics=list(spec.metrics)
+        loss=CANONICAL_NAMES.get(spec.loss, spec.loss),
+        optimizer=build_optimizer(spec.optimizer),
+        metrics=[CANONICAL_NAMES.get(name, name) for name in spec.metrics],
     )
 
 

@@ -1,0 +1,473 @@
+"""/v1/jobs in process, on both backends: submit, validation errors, listing, reads.
+
+No worker runs here, so every job stays queued; the broker is inspected directly to see
+that an accepted job's id was enqueued and a rejected one's was not.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, func, select
+
+from api.app import create_app
+from models.db import transaction
+from models.settings import JOB_QUEUE
+from models.spec import JobSpec
+from models.spec.examples import BN_AFTER_ACTIVATION
+from models.tables import Job, JobStatus
+from tests.conftest import Backend
+from worker.app import RUN_JOB_TASK
+
+SPEC: dict[str, Any] = {
+    "name": "tiny-digits",
+    "seed": 1,
+    "dataset": {"name": "digits", "limit": 64},
+    "model": {
+        "input_shape": [8, 8],
+        "layers": [
+            {"type": "Flatten"},
+            {"type": "Dropout", "rate": 0.1},
+            {"type": "Dense", "units": 8, "activation": "relu"},
+            {"type": "Dense", "units": 10, "activation": "softmax"},
+        ],
+    },
+    "compile": {
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "optimizer": {"type": "SGD", "learning_rate": 0.05},
+    },
+    "fit": {"epochs": 1, "batch_size": 16},
+}
+
+
+@dataclass
+class Api:
+    client: TestClient
+    backend: Backend
+    submitted: list[str] = field(default_factory=list)
+
+    @property
+    def database_url(self) -> str:
+        return str(self.backend.settings().resolved_database_url)
+
+    def submit(self, spec: dict[str, Any] | None = None) -> httpx.Response:
+        response = self.client.post("/v1/jobs", json=SPEC if spec is None else spec)
+        if response.status_code == 202:
+            self.submitted.append(response.json()["id"])
+        return response
+
+    def job_ids_in_database(self) -> set[str]:
+        with transaction(self.database_url) as session:
+            return {str(job_id) for job_id in session.scalars(select(Job.id))}
+
+    def job_count(self) -> int:
+        with transaction(self.database_url) as session:
+            return int(session.scalar(select(func.count()).select_from(Job)) or 0)
+
+    def enqueued_job_ids(self) -> list[str]:
+        """The job ids of the run-job task messages waiting in the broker."""
+        if self.backend.broker_url is None:
+            folder = self.backend.settings().broker_dir
+            payloads = [path.read_bytes() for path in folder.glob(f"*.{JOB_QUEUE}.msg")]
+        else:
+            import redis
+
+            with redis.Redis.from_url(self.backend.broker_url) as client:
+                payloads = client.lrange(JOB_QUEUE, 0, -1)
+        return [job_id for payload in payloads for job_id in task_args(payload)]
+
+
+def task_args(payload: bytes) -> list[str]:
+    """The arguments of a run-job task message, as Kombu stores it in either broker."""
+    message = json.loads(payload)
+    assert message["headers"]["task"] == RUN_JOB_TASK
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return list(args)
+
+
+@pytest.fixture(scope="module")
+def api(backend: Backend) -> Iterator[Api]:
+    with TestClient(create_app(backend.settings())) as client:
+        api = Api(client, backend)
+        yield api
+    # The PostgreSQL database and Redis db outlive this module: leave no queued jobs or
+    # messages of ours for the workers of later modules (and touch nobody else's).
+    with transaction(api.database_url) as session:
+        session.execute(delete(Job).where(Job.id.in_([uuid.UUID(i) for i in api.submitted])))
+    if backend.broker_url is not None:
+        import redis
+
+        ours = set(api.submitted)
+        with redis.Redis.from_url(backend.broker_url) as client:
+            for payload in client.lrange(JOB_QUEUE, 0, -1):
+                if set(task_args(payload)) <= ours:
+                    client.lrem(JOB_QUEUE, 1, payload)
+
+
+def mutated(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    spec = copy.deepcopy(SPEC)
+    change(spec)
+    return spec
+
+
+def set_in(path: tuple[str | int, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(spec: dict[str, Any]) -> None:
+        target: Any = spec
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+# (id, spec, expected loc, expected error type, text the message must contain)
+INVALID: list[tuple[str, dict[str, Any], list[str | int], str, str]] = [
+    (
+        "negative-epochs",
+        mutated(set_in(("fit", "epochs"), -1)),
+        ["body", "fit", "epochs"],
+        "greater_than",
+        "greater than 0",
+    ),
+    (
+        "unknown-layer-type",
+        mutated(set_in(("model", "layers", 2), {"type": "Conv9D", "units": 8})),
+        ["body", "model", "layers", 2],
+        "union_tag_invalid",
+        "'Dense'",
+    ),
+    (
+        "unknown-activation",
+        mutated(set_in(("model", "layers", 2, "activation"), "swishy")),
+        ["body", "model", "layers", 2, "Dense", "activation"],
+        "literal_error",
+        "'relu'",
+    ),
+    (
+        "unknown-optimizer-type",
+        mutated(set_in(("compile", "optimizer"), {"type": "Lion"})),
+        ["body", "compile", "optimizer"],
+        "union_tag_invalid",
+        "'Adam'",
+    ),
+    (
+        "unknown-optimizer-shorthand",
+        mutated(set_in(("compile", "optimizer"), "lion")),
+        ["body", "compile", "optimizer"],
+        "value_error",
+        "unknown optimizer 'lion'",
+    ),
+    (
+        "dropout-rate-1",
+        mutated(set_in(("model", "layers", 1, "rate"), 1.0)),
+        ["body", "model", "layers", 1, "Dropout", "rate"],
+        "less_than",
+        "less than 1",
+    ),
+    (
+        "dropout-rate-1.5",
+        mutated(set_in(("model", "layers", 1, "rate"), 1.5)),
+        ["body", "model", "layers", 1, "Dropout", "rate"],
+        "less_than",
+        "less than 1",
+    ),
+    (
+        "missing-layers",
+        mutated(lambda spec: spec["model"].pop("layers")),
+        ["body", "model", "layers"],
+        "missing",
+        "required",
+    ),
+    (
+        "empty-layers",
+        mutated(set_in(("model", "layers"), [])),
+        ["body", "model", "layers"],
+        "too_short",
+        "at least 1",
+    ),
+    (
+        "units-not-a-number",
+        mutated(set_in(("model", "layers", 2, "units"), "abc")),
+        ["body", "model", "layers", 2, "Dense", "units"],
+        "int_parsing",
+        "integer",
+    ),
+    (
+        "unknown-top-level-field",
+        mutated(set_in(("epochs",), 3)),
+        ["body", "epochs"],
+        "extra_forbidden",
+        "not permitted",
+    ),
+    (
+        "unknown-nested-field",
+        mutated(set_in(("compile", "optimizer", "lrate"), 0.1)),
+        ["body", "compile", "optimizer", "SGD", "lrate"],
+        "extra_forbidden",
+        "not permitted",
+    ),
+    (
+        "clipnorm-with-global-clipnorm",
+        mutated(
+            set_in(
+                ("compile", "optimizer"), {"type": "SGD", "clipnorm": 1.0, "global_clipnorm": 1.0}
+            )
+        ),
+        ["body", "compile", "optimizer", "SGD"],
+        "value_error",
+        "at most one of clipnorm and global_clipnorm",
+    ),
+]
+
+
+class TestSubmit:
+    def test_valid_spec_is_stored_queued_and_enqueued(self, api: Api) -> None:
+        response = api.submit()
+
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert response.headers["location"] == f"/v1/jobs/{body['id']}"
+        assert body["status"] == "queued"
+        assert body["name"] == "tiny-digits"
+        assert body["progress"] == {"epoch": 0, "epochs": 1, "fraction": 0.0}
+        assert body["spec"] == JobSpec.model_validate(SPEC).model_dump(mode="json")
+        assert body["links"] == {
+            "self": f"/v1/jobs/{body['id']}",
+            "metrics": f"/v1/jobs/{body['id']}/metrics",
+        }
+
+        read = api.client.get(response.headers["location"])
+        assert read.status_code == 200
+        assert read.json()["id"] == body["id"]
+        assert read.json()["status"] == "queued"
+        assert read.json()["spec"] == body["spec"]
+        assert read.json()["artifacts"] == []
+
+        with transaction(api.database_url) as session:
+            row = session.get(Job, uuid.UUID(body["id"]))
+            assert row is not None
+            assert row.status == JobStatus.QUEUED
+            assert row.spec == body["spec"]
+            assert row.epochs_total == 1
+        assert body["id"] in api.enqueued_job_ids()
+
+    def test_keras_2_spellings_are_stored_in_their_normal_form(self, api: Api) -> None:
+        spec = mutated(set_in(("compile", "optimizer"), "rmsprop"))
+        response = api.submit(spec)
+        assert response.status_code == 202, response.text
+        assert response.json()["spec"]["compile"]["optimizer"]["type"] == "RMSprop"
+
+        spec = mutated(set_in(("compile", "optimizer"), {"type": "SGD", "lr": 0.2, "decay": 0.5}))
+        response = api.submit(spec)
+        assert response.status_code == 202, response.text
+        optimizer = response.json()["spec"]["compile"]["optimizer"]
+        assert optimizer["learning_rate"] == 0.2
+        assert optimizer["decay"] == 0.5
+        assert "lr" not in optimizer
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("spec", "loc", "error_type", "message"),
+        [case[1:] for case in INVALID],
+        ids=[case[0] for case in INVALID],
+    )
+    def test_invalid_spec_is_422_at_the_field_and_nothing_is_stored(
+        self, api: Api, spec: dict[str, Any], loc: list[str | int], error_type: str, message: str
+    ) -> None:
+        jobs_before, enqueued_before = api.job_count(), len(api.enqueued_job_ids())
+
+        response = api.submit(spec)
+
+        assert response.status_code == 422, response.text
+        errors = response.json()["detail"]
+        matching = [error for error in errors if error["loc"] == loc]
+        assert matching, f"no error at {loc}: {errors}"
+        assert matching[0]["type"] == error_type
+        assert message in matching[0]["msg"]
+        assert api.job_count() == jobs_before
+        assert len(api.enqueued_job_ids()) == enqueued_before
+
+    @pytest.mark.parametrize("value", [math.nan, math.inf])
+    def test_non_finite_numbers_are_422_not_stored_as_null(self, api: Api, value: float) -> None:
+        # Python's JSON parser accepts NaN and Infinity; JSON columns cannot store them.
+        spec = mutated(
+            set_in(
+                ("model", "layers", 2, "kernel_initializer"), {"type": "Constant", "value": value}
+            )
+        )
+        response = api.client.post(
+            "/v1/jobs", content=json.dumps(spec), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        initializer = ["body", "model", "layers", 2, "Dense", "kernel_initializer"]
+        assert any(
+            error["loc"][:6] == initializer
+            and error["loc"][-2:] == ["Constant", "value"]
+            and error["type"] == "finite_number"
+            for error in response.json()["detail"]
+        ), response.json()["detail"]
+
+    @pytest.mark.parametrize(
+        ("content", "content_type"),
+        [
+            (b'{"name": "x", ', "application/json"),
+            (b"not json at all", "application/json"),
+            (b"", "application/json"),
+            (json.dumps(SPEC).encode(), "text/plain"),
+            (b"<job/>", "application/xml"),
+        ],
+        ids=["truncated-json", "garbage", "empty", "text-plain", "xml"],
+    )
+    def test_body_that_is_not_a_json_object_is_4xx_with_json_detail(
+        self, api: Api, content: bytes, content_type: str
+    ) -> None:
+        jobs_before = api.job_count()
+        response = api.client.post(
+            "/v1/jobs", content=content, headers={"content-type": content_type}
+        )
+        assert 400 <= response.status_code < 500
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["detail"]
+        assert api.job_count() == jobs_before
+
+
+class TestHealth:
+    def test_service_stays_healthy_after_bad_requests(self, api: Api) -> None:
+        for _, spec, *_ in INVALID:
+            assert api.submit(spec).status_code == 422
+        api.client.post("/v1/jobs", content=b"{", headers={"content-type": "application/json"})
+        api.client.get("/v1/jobs", params={"cursor": "!!"})
+        api.client.get("/v1/jobs/not-a-uuid")
+
+        assert api.client.get("/healthz").json() == {"status": "ok"}
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+        assert api.submit().status_code == 202
+
+
+def _cursor(*items: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(items)).encode()).decode().rstrip("=")
+
+
+class TestList:
+    def test_pages_cover_every_job_once_newest_first(self, api: Api) -> None:
+        created = []
+        for _ in range(5):
+            response = api.submit()
+            assert response.status_code == 202
+            created.append(response.json()["id"])
+
+        pages: list[list[dict[str, Any]]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            response = api.client.get("/v1/jobs", params=params)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            pages.append(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            assert len(pages) < 1000, "pagination does not end"
+
+        assert all(len(items) == 2 for items in pages[:-1])
+        assert 1 <= len(pages[-1]) <= 2
+        listed = [item["id"] for items in pages for item in items]
+        assert len(listed) == len(set(listed)), "a job appeared on two pages"
+        assert set(listed) == api.job_ids_in_database()
+        stamps = [datetime.fromisoformat(item["created_at"]) for items in pages for item in items]
+        assert stamps == sorted(stamps, reverse=True)
+        assert [job_id for job_id in listed if job_id in created] == created[::-1]
+
+    def test_status_and_kind_filters(self, api: Api) -> None:
+        mine = api.submit().json()["id"]
+
+        queued = api.client.get("/v1/jobs", params={"status": "queued", "limit": 200}).json()
+        assert queued["items"]
+        assert {item["status"] for item in queued["items"]} == {"queued"}
+        assert mine in {item["id"] for item in queued["items"]}
+
+        running = api.client.get("/v1/jobs", params={"status": "running", "limit": 200}).json()
+        assert {item["status"] for item in running["items"]} <= {"running"}
+        assert mine not in {item["id"] for item in running["items"]}
+
+        train = api.client.get("/v1/jobs", params={"kind": "train", "limit": 200}).json()
+        assert {item["kind"] for item in train["items"]} == {"train"}
+        assert mine in {item["id"] for item in train["items"]}
+
+        other = api.client.get("/v1/jobs", params={"kind": "finetune"}).json()
+        assert other == {"items": [], "next_cursor": None}
+
+    @pytest.mark.parametrize(
+        "cursor",
+        [
+            "garbage!!",
+            "abc",
+            _cursor(1, 2),
+            _cursor("2024-01-01T00:00:00+00:00"),
+            _cursor("2024-01-01T00:00:00+00:00", 5),
+            _cursor("2024-01-01T00:00:00", str(uuid.uuid4())),
+            _cursor("yesterday", str(uuid.uuid4())),
+        ],
+        ids=["symbols", "short", "numbers", "one-item", "int-id", "naive-time", "bad-time"],
+    )
+    def test_cursor_this_api_did_not_issue_is_400(self, api: Api, cursor: str) -> None:
+        response = api.client.get("/v1/jobs", params={"cursor": cursor})
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "bad_cursor"
+
+    @pytest.mark.parametrize(
+        "params", [{"status": "sleeping"}, {"limit": 0}, {"limit": 201}], ids=str
+    )
+    def test_bad_query_parameters_are_422(self, api: Api, params: dict[str, Any]) -> None:
+        response = api.client.get("/v1/jobs", params=params)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", next(iter(params))]
+
+
+class TestRead:
+    @pytest.mark.parametrize("suffix", ["", "/metrics", "/model"])
+    def test_unknown_job_is_404(self, api: Api, suffix: str) -> None:
+        missing = uuid.uuid4()
+        response = api.client.get(f"/v1/jobs/{missing}{suffix}")
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"no job {missing}", "code": "not_found"}
+
+    def test_malformed_id_is_422(self, api: Api) -> None:
+        response = api.client.get("/v1/jobs/not-a-uuid")
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["path", "job_id"]
+
+    def test_model_of_queued_job_is_409(self, api: Api) -> None:
+        job_id = api.submit().json()["id"]
+        response = api.client.get(f"/v1/jobs/{job_id}/model")
+        assert response.status_code == 409
+        assert response.json()["code"] == "conflict"
+        assert "queued" in response.json()["detail"]
+
+    def test_metrics_of_queued_job_are_empty(self, api: Api) -> None:
+        job_id = api.submit().json()["id"]
+        response = api.client.get(f"/v1/jobs/{job_id}/metrics")
+        assert response.status_code == 200
+        assert response.json() == {"job_id": job_id, "epochs": [], "test": None}
+
+
+class TestOpenApi:
+    def test_submit_documents_the_bn_after_activation_example(self, api: Api) -> None:
+        schema = api.client.get("/openapi.json").json()
+        body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+        assert body["examples"]["bn_after_activation"]["value"] == BN_AFTER_ACTIVATION
