@@ -134,7 +134,7 @@ def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     from worker.data import IDX_FILES, IDX_SOURCES
 
-    for name, (subdir, _) in IDX_SOURCES.items():
+    for subdir, _ in IDX_SOURCES.values():
         folder = home / subdir
         folder.mkdir(parents=True)
         for split, count in (("train", 200), ("test", 50)):

@@ -7,6 +7,7 @@ Each warning has a stable ``code`` (clients may filter on it), a sentence for pe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 
 from pydantic import BaseModel
 
@@ -88,7 +89,7 @@ def selu_conditions(spec: TrainJobSpec) -> Iterator[SpecWarning]:
 def bias_before_batch_norm(spec: TrainJobSpec) -> Iterator[SpecWarning]:
     """A bias right before BN is wasted: BN subtracts the mean, and its beta is the bias."""
     layers = spec.model.layers
-    for index, (layer, following) in enumerate(zip(layers, layers[1:], strict=False)):
+    for index, (layer, following) in enumerate(pairwise(layers)):
         if (
             isinstance(layer, Dense)
             and layer.use_bias

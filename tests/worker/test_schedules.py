@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import keras
@@ -111,8 +112,8 @@ class TestFormulaSchedules:
         peak = int(np.argmax(rates))
         assert rates[peak] == pytest.approx(0.1)
         assert rates[0] == pytest.approx(0.01)
-        assert all(a <= b for a, b in zip(rates[:peak], rates[1 : peak + 1], strict=True))
-        assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))
+        assert all(a <= b for a, b in pairwise(rates[: peak + 1]))
+        assert all(a >= b for a, b in pairwise(rates[peak:]))
         assert rates[-1] < 0.01
 
 
