@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
@@ -18,6 +19,9 @@ class NetkilnError(Exception):
         super().__init__(message)
         self.message = message
 
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, "code": self.code}
+
 
 class NotFound(NetkilnError):
     status_code = 404
@@ -29,11 +33,24 @@ class Conflict(NetkilnError):
     code = "conflict"
 
 
+class InvalidSpec(NetkilnError):
+    """A spec that validates field by field but cannot be built as a whole (a layer that
+    cannot take its input's shape): a 422 shaped like pydantic's, pointing at the field."""
+
+    status_code = 422
+    code = "invalid_spec"
+
+    def __init__(self, message: str, loc: list[str | int]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": [{"type": self.code, "loc": ["body", *self.loc], "msg": self.message}]}
+
+
 async def netkiln_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NetkilnError)
-    return JSONResponse(
-        status_code=exc.status_code, content={"detail": exc.message, "code": exc.code}
-    )
+    return JSONResponse(status_code=exc.status_code, content=exc.body())
 
 
 async def request_validation_handler(_: Request, exc: Exception) -> JSONResponse:

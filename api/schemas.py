@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from models.spec.lint import SpecWarning
+from models.summary import ModelSummary
 from models.tables import Artifact, Job, JobStatus
 
 
@@ -53,6 +55,10 @@ class JobOut(BaseModel):
     last_metrics: dict[str, float] | None
     test_metrics: dict[str, float] | None
     versions: dict[str, str] | None
+    warnings: list[SpecWarning] = Field(
+        description="Valid but suspicious choices in the spec (stable codes), e.g. SELU "
+        "without standardized inputs."
+    )
     artifacts: list[ArtifactOut] | None = Field(
         default=None, description="Present on single-job reads of finished jobs."
     )
@@ -94,6 +100,7 @@ class JobOut(BaseModel):
             last_metrics=job.last_metrics,
             test_metrics=job.test_metrics,
             versions=job.versions,
+            warnings=[SpecWarning.model_validate(item) for item in job.warnings],
             artifacts=[
                 ArtifactOut(
                     format=item.format,
@@ -109,6 +116,14 @@ class JobOut(BaseModel):
             links={"self": base, "metrics": f"{base}/metrics"}
             | ({"model": f"{base}/model?format=keras"} if done else {}),
         )
+
+
+class DryRunOut(BaseModel):
+    """What ``POST /v1/jobs?dry_run=true`` returns: nothing is stored or queued."""
+
+    spec: dict[str, Any] = Field(description="The spec with every default filled in.")
+    summary: ModelSummary
+    warnings: list[SpecWarning]
 
 
 class JobPage(BaseModel):

@@ -122,6 +122,7 @@ class Job(Base):
     params_trainable: Mapped[int | None] = mapped_column(BigInteger)
     params_non_trainable: Mapped[int | None] = mapped_column(BigInteger)
     versions: Mapped[dict[str, Any] | None]
+    warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     last_metrics: Mapped[dict[str, Any] | None] = mapped_column(doc="The newest epoch's row.")
     test_metrics: Mapped[dict[str, Any] | None]
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from api.deps import CeleryDep, JobDep, SessionDep, SettingsDep
 from api.errors import Conflict, NotFound
-from api.schemas import EpochRow, JobOut, JobPage, MetricsOut
+from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, MetricsOut
 from api.services import jobs as service
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
@@ -26,7 +26,18 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MEDIA_TYPES = {"keras": "application/zip", "h5": "application/x-hdf5"}
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut | DryRunOut,
+    responses={
+        200: {
+            "model": DryRunOut,
+            "description": "dry_run=true: the expanded model, nothing queued",
+        },
+        202: {"model": JobOut, "description": "The job, queued"},
+    },
+)
 def submit_job(
     spec: Annotated[
         JobSpec,
@@ -36,7 +47,18 @@ def submit_job(
     celery: CeleryDep,
     settings: SettingsDep,
     response: Response,
-) -> JobOut:
+    dry_run: Annotated[
+        bool, Query(description="Validate and summarize the model; store and queue nothing.")
+    ] = False,
+) -> JobOut | DryRunOut:
+    if dry_run:
+        inspection = service.inspect(spec)
+        response.status_code = status.HTTP_200_OK
+        return DryRunOut(
+            spec=spec.model_dump(mode="json"),
+            summary=inspection.summary,
+            warnings=inspection.warnings,
+        )
     job = service.submit(session, spec, settings.max_attempts)
     # Commit before enqueueing: a worker must never receive an id it cannot read.
     session.commit()

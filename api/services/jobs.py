@@ -6,13 +6,16 @@ import base64
 import binascii
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.errors import NetkilnError
+from api.errors import InvalidSpec, NetkilnError
 from models.spec import JobSpec
+from models.spec.lint import SpecWarning, lint
+from models.summary import InvalidLayerError, ModelSummary, summarize
 from models.tables import Job, JobStatus
 
 
@@ -21,7 +24,25 @@ class BadCursor(NetkilnError):
     code = "bad_cursor"
 
 
+@dataclass(frozen=True)
+class Inspection:
+    summary: ModelSummary
+    warnings: list[SpecWarning]
+
+
+def inspect(spec: JobSpec) -> Inspection:
+    """The dry run: shapes, parameter counts and warnings, without TensorFlow."""
+    try:
+        summary = summarize(spec.model, batch_size=spec.fit.batch_size)
+    except InvalidLayerError as exc:
+        raise InvalidSpec(
+            f"{exc.layer_type}: {exc.reason}", ["model", "layers", exc.index]
+        ) from exc
+    return Inspection(summary, lint(spec))
+
+
 def submit(session: Session, spec: JobSpec, max_attempts: int) -> Job:
+    inspection = inspect(spec)
     job = Job(
         name=spec.name,
         kind=spec.kind,
@@ -29,6 +50,10 @@ def submit(session: Session, spec: JobSpec, max_attempts: int) -> Job:
         spec=spec.model_dump(mode="json"),
         max_attempts=max_attempts,
         epochs_total=spec.fit.epochs,
+        params_total=inspection.summary.total,
+        params_trainable=inspection.summary.trainable,
+        params_non_trainable=inspection.summary.non_trainable,
+        warnings=[warning.model_dump() for warning in inspection.warnings],
     )
     session.add(job)
     session.flush()

@@ -471,3 +471,53 @@ class TestOpenApi:
         schema = api.client.get("/openapi.json").json()
         body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
         assert body["examples"]["bn_after_activation"]["value"] == BN_AFTER_ACTIVATION
+
+
+class TestDryRun:
+    def test_dry_run_summarizes_without_storing_or_queueing(self, api: Api) -> None:
+        before_rows, before_messages = api.job_count(), len(api.enqueued_job_ids())
+        response = api.client.post("/v1/jobs?dry_run=true", json=BN_AFTER_ACTIVATION)
+        assert response.status_code == 200
+        body = response.json()
+        # The seed notebook's BN net: 784-300-100-10 with BN on the input and after each layer.
+        assert body["summary"]["total"] == 271_346
+        assert body["summary"]["non_trainable"] == 2_368
+        assert body["summary"]["trainable"] == 271_346 - 2_368
+        assert [row["output_shape"] for row in body["summary"]["layers"]][:2] == [
+            [None, 784],
+            [None, 784],
+        ]
+        assert body["summary"]["memory_estimate_bytes"] > 4 * 271_346
+        assert body["spec"]["fit"]["shuffle"] is True  # defaults filled in
+        assert api.job_count() == before_rows
+        assert len(api.enqueued_job_ids()) == before_messages
+
+    def test_submitted_job_carries_counts_and_warnings(self, api: Api) -> None:
+        selu = copy.deepcopy(SPEC)
+        selu["model"]["layers"][2] = {"type": "Dense", "units": 8, "activation": "selu"}
+        body = api.submit(selu).json()
+        assert body["params"] == {
+            "total": 64 * 8 + 8 + 8 * 10 + 10,
+            "trainable": 610,
+            "non_trainable": 0,
+        }
+        codes = {warning["code"] for warning in body["warnings"]}
+        assert codes == {
+            "selu_inputs_not_standardized",
+            "selu_init_not_lecun_normal",
+            "selu_dropout",
+        }
+        stored = api.client.get(f"/v1/jobs/{body['id']}").json()
+        assert stored["warnings"] == body["warnings"]
+
+    def test_shape_that_cannot_be_built_is_422_at_the_layer(self, api: Api) -> None:
+        broken = copy.deepcopy(SPEC)
+        broken["model"]["layers"].insert(1, {"type": "Reshape", "target_shape": [7, 7]})
+        before = api.job_count()
+        for query in ("", "?dry_run=true"):
+            response = api.client.post(f"/v1/jobs{query}", json=broken)
+            assert response.status_code == 422
+            [error] = response.json()["detail"]
+            assert error["loc"] == ["body", "model", "layers", 1]
+            assert "Reshape" in error["msg"]
+        assert api.job_count() == before

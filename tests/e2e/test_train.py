@@ -55,6 +55,8 @@ def test_job_trains_and_models_reproduce_recorded_evaluation(
         assert job["attempt"] == 1
         assert job["progress"] == {"epoch": 4, "epochs": 4, "fraction": 1.0}
         assert job["params"] == {"total": 2538, "trainable": 2474, "non_trainable": 64}
+        # Counted at submit without TensorFlow, recounted by the worker from Keras: equal.
+        assert created.json()["params"] == job["params"]
         assert job["versions"]["keras"] == keras.__version__
         assert {a["format"] for a in job["artifacts"]} == {"keras", "h5"}
 

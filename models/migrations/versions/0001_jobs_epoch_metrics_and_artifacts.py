@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("params_trainable", sa.BigInteger(), nullable=True),
         sa.Column("params_non_trainable", sa.BigInteger(), nullable=True),
         sa.Column("versions", JSON, nullable=True),
+        sa.Column("warnings", JSON, nullable=False),
         sa.Column("last_metrics", JSON, nullable=True),
         sa.Column("test_metrics", JSON, nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
