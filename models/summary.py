@@ -98,10 +98,15 @@ def summarize(spec: ModelSpec, batch_size: int = 1) -> ModelSummary:
     shape: Shape = tuple(spec.input_shape)
     activations = math.prod(shape)
     rows: list[LayerSummary] = []
-    for spec_index, spec_layer in enumerate(spec.layers):
-        for layer in expand_layers([spec_layer]):
-            shape = _add_row(rows, spec_index, spec_layer.type, shape, layer)
-            activations += math.prod(shape)
+    # Each spec layer's share of the expanded (and named) layers Keras builds.
+    origins = [
+        (spec_index, spec_layer.type)
+        for spec_index, spec_layer in enumerate(spec.layers)
+        for _ in expand_layers([spec_layer])
+    ]
+    for (spec_index, spec_type), layer in zip(origins, spec.expanded_layers, strict=True):
+        shape = _add_row(rows, spec_index, spec_type, shape, layer)
+        activations += math.prod(shape)
     trainable = sum(row.trainable for row in rows)
     non_trainable = sum(row.non_trainable for row in rows)
     weight_bytes = BYTES_PER_FLOAT32 * (trainable + non_trainable)
@@ -139,7 +144,7 @@ def _add_row(
         LayerSummary(
             index=len(rows),
             spec_index=spec_index,
-            name=layer.name or layer.type.lower(),
+            name=layer.name or layer.type.lower(),  # always set: expanded layers are named
             type=layer.type,
             output_shape=[None, *effect.output_shape],
             params=trainable + non_trainable,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from models.spec.base import MAX_LAYERS, MAX_UNITS, LossName, MetricName, StrictModel
 from models.spec.data import DatasetSpec
@@ -20,6 +20,15 @@ class ModelSpec(StrictModel):
     def expanded_layers(self) -> list[PrimitiveLayerSpec]:
         """The layers Keras builds: blocks replaced by what they stand for."""
         return expand_layers(self.layers)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelSpec:
+        # Keras refuses two layers of one name; say which at submit time.
+        names = [layer.name for layer in expand_layers(self.layers) if layer.name is not None]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"layer names must be unique; repeated: {', '.join(duplicates)}")
+        return self
 
     @field_validator("input_shape")
     @classmethod

@@ -6,9 +6,10 @@ the list of known ones, and a bad field is reported at ``model.layers.<i>.<Type>
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from models.spec.base import (
     MAX_UNITS,
@@ -55,6 +56,15 @@ class Reshape(LayerBase):
     type: Literal["Reshape"]
     target_shape: list[Annotated[int, Field(ge=-1, le=MAX_UNITS)]] = Field(min_length=1)
 
+    @field_validator("target_shape")
+    @classmethod
+    def _one_unknown_no_zero(cls, shape: list[int]) -> list[int]:
+        if 0 in shape:
+            raise ValueError("dimensions must be positive (or one -1)")
+        if shape.count(-1) > 1:
+            raise ValueError("at most one dimension may be -1")
+        return shape
+
 
 class BatchNormalization(LayerBase):
     type: Literal["BatchNormalization"]
@@ -88,7 +98,9 @@ class PReLU(LayerBase):
     alpha_initializer: Initializer = "zeros"
     alpha_regularizer: Regularizer | None = None
     alpha_constraint: Constraint | None = None
-    shared_axes: list[int] | None = None
+    shared_axes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, description="1-based axes (the batch axis is 0) that share one alpha."
+    )
 
 
 class ELU(LayerBase):
@@ -276,11 +288,43 @@ LayerSpec = Annotated[PrimitiveLayerSpec | DenseBlock, Field(discriminator="type
 
 
 def expand_layers(layers: list[LayerSpec]) -> list[PrimitiveLayerSpec]:
-    """Blocks replaced by the layers they stand for."""
+    """Blocks replaced by the layers they stand for, every layer named.
+
+    Unnamed layers get ``<type>_<position>``, skipping names the spec took, so names are
+    the same in every process and every run (Keras's own counter is per process), which
+    is what a transfer job's ``cut`` refers to."""
     expanded: list[PrimitiveLayerSpec] = []
     for layer in layers:
         if isinstance(layer, DenseBlock):
             expanded.extend(layer.expand())
         else:
             expanded.append(layer)
-    return expanded
+    taken = {layer.name for layer in expanded if layer.name}
+    named: list[PrimitiveLayerSpec] = []
+    for position, layer in enumerate(expanded):
+        if layer.name is None:
+            base = f"{_snake(layer.type)}_{position}"
+            name, suffix = base, 1
+            while name in taken:
+                name, suffix = f"{base}_{suffix}", suffix + 1
+            taken.add(name)
+            layer = layer.model_copy(update={"name": name})
+        named.append(layer)
+    return named
+
+
+_ACRONYM_NAMES = {
+    "ReLU": "relu",
+    "PReLU": "prelu",
+    "RReLU": "rrelu",
+    "LeakyReLU": "leaky_relu",
+    "ELU": "elu",
+    "MCDropout": "mc_dropout",
+}
+
+
+def _snake(type_name: str) -> str:
+    """``BatchNormalization`` → ``batch_normalization``, ``PReLU`` → ``prelu``."""
+    if type_name in _ACRONYM_NAMES:
+        return _ACRONYM_NAMES[type_name]
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type_name).lower()

@@ -99,6 +99,16 @@ common = {
 }
 dropout = {"rate": rates, "seed": seeds}
 
+
+def uniquely_named(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Explicit names prefixed with the layer's position: Keras (and the spec) refuse
+    repeated names, and a block's name also prefixes the layers it expands to."""
+    return [
+        {**layer, "name": f"l{index}_{layer['name']}"} if "name" in layer else layer
+        for index, layer in enumerate(layers)
+    ]
+
+
 LAYER_STRATEGIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "Dense": fields(
         {"type": st.just("Dense"), "units": st.integers(1, 512)},
@@ -262,7 +272,9 @@ job_specs = fields(
         "model": fields(
             {
                 "input_shape": st.lists(st.integers(1, 64), min_size=1, max_size=4),
-                "layers": st.lists(st.one_of(*LAYER_STRATEGIES.values()), min_size=1, max_size=8),
+                "layers": st.lists(
+                    st.one_of(*LAYER_STRATEGIES.values()), min_size=1, max_size=8
+                ).map(uniquely_named),
             },
             {},
         ),

@@ -9,6 +9,7 @@ import keras
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from models.spec import ModelSpec
 from models.spec.base import ActivationName, InitializerName
@@ -42,6 +43,7 @@ def assert_matches_keras(spec: ModelSpec) -> None:
         assert (row.params, row.trainable, row.non_trainable) == keras_counts(layer), (
             f"layer {row.index} ({row.type})"
         )
+        assert row.name == layer.name  # the dry run names layers as the model does
 
 
 def test_every_layer_type_has_a_rule() -> None:
@@ -84,7 +86,7 @@ class TestRows:
         first, second = summarize(spec).layers
         assert (first.name, first.trainable, first.non_trainable) == ("hidden", 0, 16)
         assert (second.name, second.trainable, second.non_trainable) == (
-            "batchnormalization",
+            "batch_normalization_1",
             0,
             16,
         )
@@ -109,12 +111,12 @@ class TestRows:
         )
         rows = summarize(spec).layers
         assert [(row.index, row.spec_index, row.name) for row in rows] == [
-            (0, 0, "flatten"),
+            (0, 0, "flatten_0"),
             (1, 1, "b_dense"),
             (2, 1, "b_bn"),
             (3, 1, "b_prelu"),
             (4, 1, "b_dropout"),
-            (5, 2, "dense"),
+            (5, 2, "dense_5"),
         ]
         assert [row.params for row in rows] == [0, 12, 16, 4, 0, 10]
         assert_matches_keras(spec)
@@ -144,20 +146,24 @@ def invalid(input_shape: list[int], layer: dict[str, Any]) -> ModelSpec:
 KERAS_REFUSES = {
     "reshape-size": ([4, 3], {"type": "Reshape", "target_shape": [5]}, "12 values"),
     "reshape-not-divisible": ([4, 3], {"type": "Reshape", "target_shape": [5, -1]}, "multiple"),
-    "reshape-two-unknowns": ([4, 3], {"type": "Reshape", "target_shape": [-1, -1]}, "one -1"),
-    "reshape-zero": ([4, 3], {"type": "Reshape", "target_shape": [0, -1]}, "multiple of 0"),
     "batchnorm-batch-axis": ([4], {"type": "BatchNormalization", "axis": 0}, "batch axis"),
     "batchnorm-axis-range": ([4], {"type": "BatchNormalization", "axis": 2}, "out of range"),
     "layernorm-batch-axis": ([4], {"type": "LayerNormalization", "axis": -2}, "batch axis"),
     "prelu-axis-range": ([4], {"type": "PReLU", "shared_axes": [2]}, "shared_axes entry 2"),
 }
 
-#: Specs Keras builds but should not: PReLU reads 0 and negative shared axes as Python list
-#: indices (0 shares the last axis), and a softmax over a missing axis fails only in fit().
+#: Specs Keras builds but should not: a softmax over a missing axis fails only in fit().
 KERAS_BUILDS_WRONGLY = {
-    "prelu-axis-zero": ([4], {"type": "PReLU", "shared_axes": [0]}, "shared_axes entry 0"),
-    "prelu-axis-negative": ([4], {"type": "PReLU", "shared_axes": [-1]}, "shared_axes entry -1"),
     "softmax-axis-range": ([4], {"type": "Softmax", "axis": 2}, "out of range"),
+}
+
+#: Mistakes the spec itself refuses, before any shape is known. PReLU would read 0 and
+#: negative shared axes as Python list indices (0 shares the last axis).
+SPEC_REFUSES = {
+    "reshape-two-unknowns": {"type": "Reshape", "target_shape": [-1, -1]},
+    "reshape-zero": {"type": "Reshape", "target_shape": [0, -1]},
+    "prelu-axis-zero": {"type": "PReLU", "shared_axes": [0]},
+    "prelu-axis-negative": {"type": "PReLU", "shared_axes": [-1]},
 }
 
 
@@ -204,6 +210,20 @@ class TestInvalid:
     ) -> None:
         with pytest.raises(InvalidLayerError, match=reason):
             summarize(invalid(input_shape, layer))
+
+    @pytest.mark.parametrize("layer", SPEC_REFUSES.values(), ids=SPEC_REFUSES.keys())
+    def test_spec_refuses_before_any_shape(self, layer: dict[str, Any]) -> None:
+        with pytest.raises(ValidationError) as caught:
+            invalid([4, 3], layer)
+        assert caught.value.errors()[0]["loc"][:3] == ("layers", 2, layer["type"])
+
+    def test_repeated_layer_names_are_refused(self) -> None:
+        layers = [
+            {"type": "Dense", "units": 2, "name": "b_dense"},
+            {"type": "DenseBlock", "units": 2, "name": "b"},
+        ]
+        with pytest.raises(ValidationError, match="repeated: b_dense"):
+            ModelSpec.model_validate({"input_shape": [3], "layers": layers})
 
 
 # --- property test: random valid specs against Keras -------------------------------------
