@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from models.spec.lint import SpecWarning
 from models.summary import ModelSummary
-from models.tables import Artifact, Job, JobStatus
+from models.tables import Artifact, Job, JobStatus, utcnow
 
 
 class JobError(BaseModel):
@@ -20,8 +20,34 @@ class JobError(BaseModel):
 
 class Progress(BaseModel):
     epoch: int = Field(description="Epochs completed.")
-    epochs: int = Field(description="Epochs planned (0 until the worker has started).")
+    epochs: int = Field(description="Epochs planned.")
+    batch: int = Field(description="Batches completed in the current epoch.")
+    steps_per_epoch: int = Field(description="Batches per epoch (0 until training starts).")
     fraction: float = Field(ge=0, le=1)
+    eta_seconds: float | None = Field(
+        description="Estimated time left, from this attempt's pace so far; null when unknown."
+    )
+
+    @classmethod
+    def of(cls, job: Job) -> Progress:
+        epochs = max(job.epochs_total, 1)
+        if JobStatus(job.status) == JobStatus.SUCCEEDED:
+            fraction = 1.0
+        else:
+            within = job.batch / job.steps_per_epoch if job.steps_per_epoch else 0.0
+            fraction = min((job.epoch + within) / epochs, 1.0)
+        eta = None
+        if JobStatus(job.status) == JobStatus.RUNNING and job.started_at and fraction > 0:
+            elapsed = (utcnow() - job.started_at).total_seconds()
+            eta = max(elapsed / fraction * (1 - fraction), 0.0)
+        return cls(
+            epoch=job.epoch,
+            epochs=job.epochs_total,
+            batch=job.batch,
+            steps_per_epoch=job.steps_per_epoch,
+            fraction=fraction,
+            eta_seconds=eta,
+        )
 
 
 class ParamCounts(BaseModel):
@@ -51,6 +77,8 @@ class JobOut(BaseModel):
     worker_host: str | None
     error: JobError | None
     progress: Progress
+    cancel_requested: bool
+    checkpoint_epoch: int | None = Field(description="Epochs held by the newest checkpoint.")
     params: ParamCounts | None
     last_metrics: dict[str, float] | None
     test_metrics: dict[str, float] | None
@@ -69,7 +97,6 @@ class JobOut(BaseModel):
     def from_row(cls, job: Job, artifacts: list[Artifact] | None = None) -> JobOut:
         base = f"/v1/jobs/{job.id}"
         done = JobStatus(job.status) == JobStatus.SUCCEEDED
-        epochs = job.epochs_total
         return cls(
             id=job.id,
             name=job.name,
@@ -85,11 +112,9 @@ class JobOut(BaseModel):
             error=JobError(code=job.error_code, message=job.error_message or "")
             if job.error_code
             else None,
-            progress=Progress(
-                epoch=job.epoch,
-                epochs=epochs,
-                fraction=1.0 if done else (min(job.epoch / epochs, 1.0) if epochs else 0.0),
-            ),
+            progress=Progress.of(job),
+            cancel_requested=job.cancel_requested_at is not None,
+            checkpoint_epoch=job.checkpoint_epoch,
             params=ParamCounts(
                 total=job.params_total,
                 trainable=job.params_trainable or 0,
@@ -113,7 +138,13 @@ class JobOut(BaseModel):
             if artifacts is not None
             else None,
             spec=job.spec,
-            links={"self": base, "metrics": f"{base}/metrics"}
+            links={
+                "self": base,
+                "metrics": f"{base}/metrics",
+                "events": f"{base}/events",
+                "logs": f"{base}/logs",
+                "cancel": f"{base}/cancel",
+            }
             | ({"model": f"{base}/model?format=keras"} if done else {}),
         )
 
@@ -124,6 +155,19 @@ class DryRunOut(BaseModel):
     spec: dict[str, Any] = Field(description="The spec with every default filled in.")
     summary: ModelSummary
     warnings: list[SpecWarning]
+
+
+class LogLine(BaseModel):
+    id: int
+    time: datetime
+    level: str
+    message: str
+
+
+class LogPage(BaseModel):
+    job_id: uuid.UUID
+    lines: list[LogLine]
+    next_after: int = Field(description="Pass as ?after= to read only newer lines.")
 
 
 class JobPage(BaseModel):

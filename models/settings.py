@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per job.")
     heartbeat_interval: float = Field(
-        default=5.0, gt=0, description="Seconds between a running job's heartbeats."
+        default=1.0,
+        gt=0,
+        description="Seconds between a running job's heartbeats (with batch progress and the "
+        "check for cancellation).",
     )
     heartbeat_timeout: float = Field(
         default=60.0, gt=0, description="A running job silent this long lost its worker."

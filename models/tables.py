@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -77,6 +78,9 @@ TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.
 class ArtifactFormat(enum.StrEnum):
     KERAS = "keras"
     H5 = "h5"
+    #: The newest end-of-epoch state (weights, optimizer, epoch) of a running, cancelled or
+    #: failed job; what a retry resumes from.
+    CHECKPOINT = "checkpoint"
 
 
 class Base(DeclarativeBase):
@@ -117,6 +121,13 @@ class Job(Base):
 
     epoch: Mapped[int] = mapped_column(Integer, default=0, doc="Epochs completed so far.")
     epochs_total: Mapped[int] = mapped_column(Integer, default=0)
+    batch: Mapped[int] = mapped_column(Integer, default=0, doc="Batches done in this epoch.")
+    steps_per_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_epoch: Mapped[int | None] = mapped_column(
+        Integer, doc="Epochs the newest checkpoint holds; a retry resumes after it."
+    )
+    cancel_requested_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
 
     params_total: Mapped[int | None] = mapped_column(BigInteger)
     params_trainable: Mapped[int | None] = mapped_column(BigInteger)
@@ -152,11 +163,27 @@ class EpochMetrics(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     epoch: Mapped[int] = mapped_column(Integer)
     values: Mapped[dict[str, Any]]
+    seconds: Mapped[float | None] = mapped_column(Float, doc="Wall time of the epoch.")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="metrics", lazy="raise")
 
     __table_args__ = (UniqueConstraint("job_id", "epoch"),)
+
+
+class JobEvent(Base):
+    """The job's event stream (status changes, epoch ends, log lines). ``id`` grows
+    monotonically, so it is the SSE event id a reconnecting client resumes after."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
 
 
 class Artifact(Base):

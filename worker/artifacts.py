@@ -16,7 +16,12 @@ import keras
 from models.tables import ArtifactFormat
 from worker.build.custom_layers import exportable
 
-FILENAMES = {ArtifactFormat.KERAS: "model.keras", ArtifactFormat.H5: "model.h5"}
+FILENAMES = {
+    ArtifactFormat.KERAS: "model.keras",
+    ArtifactFormat.H5: "model.h5",
+    ArtifactFormat.CHECKPOINT: "checkpoint.keras",
+}
+MODEL_FORMATS = (ArtifactFormat.KERAS, ArtifactFormat.H5)
 
 
 @dataclass(frozen=True)
@@ -43,16 +48,23 @@ class ArtifactStore:
     def save_model(self, model: keras.Model, job_id: uuid.UUID) -> list[StoredArtifact]:
         """Both formats, loadable with plain Keras (custom layers exported as equivalents)."""
         model = exportable(model)
+        return [self._save(model, job_id, fmt) for fmt in MODEL_FORMATS]
+
+    def save_checkpoint(self, model: keras.Model, job_id: uuid.UUID) -> StoredArtifact:
+        """The model as it trains (netkiln's layers, optimizer state and step count)."""
+        return self._save(model, job_id, ArtifactFormat.CHECKPOINT)
+
+    def load_checkpoint(self, job_id: uuid.UUID) -> keras.Model:
+        return keras.models.load_model(self.job_dir(job_id) / FILENAMES[ArtifactFormat.CHECKPOINT])
+
+    def _save(self, model: keras.Model, job_id: uuid.UUID, fmt: ArtifactFormat) -> StoredArtifact:
         folder = self.job_dir(job_id)
-        stored = []
-        for fmt, filename in FILENAMES.items():
-            final = folder / filename
-            # Keras picks the format from the suffix, so the temporary name keeps it.
-            partial = folder / f".partial-{uuid.uuid4().hex}-{filename}"
-            model.save(partial)
-            os.replace(partial, final)
-            stored.append(StoredArtifact(fmt, final, final.stat().st_size, sha256_of(final)))
-        return stored
+        final = folder / FILENAMES[fmt]
+        # Keras picks the format from the suffix, so the temporary name keeps it.
+        partial = folder / f".partial-{uuid.uuid4().hex}-{final.name}"
+        model.save(partial)
+        os.replace(partial, final)
+        return StoredArtifact(fmt, final, final.stat().st_size, sha256_of(final))
 
 
 def sha256_of(path: Path) -> str:

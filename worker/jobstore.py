@@ -7,16 +7,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from models.db import transaction
+from models.events import add_event, add_status_event
 from models.tables import Artifact, EpochMetrics, Job, JobStatus, utcnow
 from worker.artifacts import StoredArtifact
 from worker.errors import JobError
+
+
+@dataclass(frozen=True)
+class Claim:
+    spec: dict[str, Any]
+    attempt: int
+    checkpoint_epoch: int | None
 
 
 class JobStore:
@@ -25,8 +33,9 @@ class JobStore:
         self.job_id = job_id
         self.attempt = 0
 
-    def claim(self, host: str) -> dict[str, Any] | None:
-        """Move a queued job to running; returns its spec, or None if it is not queued."""
+    def claim(self, host: str) -> Claim | None:
+        """Move a queued job to running; None if it is not queued (a duplicate message,
+        or a job cancelled while it waited)."""
         now = utcnow()
         with transaction(self.database_url) as session:
             job = session.get(Job, self.job_id, with_for_update=True)
@@ -38,8 +47,10 @@ class JobStore:
             job.heartbeat_at = now
             job.worker_host = host
             job.error_code = job.error_message = None
+            job.batch = 0
             self.attempt = job.attempt
-            return dict(job.spec)
+            add_status_event(session, job, reason=f"attempt {job.attempt} on {host}")
+            return Claim(dict(job.spec), job.attempt, job.checkpoint_epoch)
 
     def record_model(
         self, params: tuple[int, int, int], versions: Mapping[str, str], epochs: int
@@ -49,7 +60,15 @@ class JobStore:
             job.versions = dict(versions)
             job.epochs_total = epochs
 
-    def record_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
+    def tick(self, epoch: int, batch: int, steps_per_epoch: int) -> bool:
+        """Heartbeat with batch progress; True if a cancel was requested."""
+        with self._owned() as (_, job):
+            job.heartbeat_at = utcnow()
+            job.batch = batch
+            job.steps_per_epoch = steps_per_epoch
+            return job.cancel_requested_at is not None
+
+    def record_epoch(self, epoch: int, values: Mapping[str, float], seconds: float) -> None:
         """``epoch`` is 1-based. Re-recording an epoch (after a resume) replaces the row."""
         with self._owned() as (session, job):
             session.execute(
@@ -57,43 +76,68 @@ class JobStore:
                     EpochMetrics.job_id == self.job_id, EpochMetrics.epoch >= epoch
                 )
             )
-            session.add(EpochMetrics(job_id=self.job_id, epoch=epoch, values=dict(values)))
+            session.add(
+                EpochMetrics(job_id=self.job_id, epoch=epoch, values=dict(values), seconds=seconds)
+            )
             job.epoch = epoch
+            job.batch = 0
             job.last_metrics = dict(values)
             job.heartbeat_at = utcnow()
+            add_event(
+                session,
+                self.job_id,
+                "epoch",
+                {"epoch": epoch, "epochs": job.epochs_total, "seconds": seconds, **values},
+            )
 
-    def heartbeat(self) -> None:
-        with self._owned() as (_, job):
-            job.heartbeat_at = utcnow()
+    def log(self, level: str, message: str) -> None:
+        with transaction(self.database_url) as session:
+            add_event(session, self.job_id, "log", {"level": level, "message": message})
 
     def succeed(self, test_metrics: Mapping[str, float], artifacts: list[StoredArtifact]) -> None:
         with self._owned() as (session, job):
-            session.execute(delete(Artifact).where(Artifact.job_id == self.job_id))
-            session.add_all(
-                Artifact(
-                    job_id=self.job_id,
-                    format=item.format.value,
-                    uri=item.uri,
-                    size=item.size,
-                    sha256=item.sha256,
-                )
-                for item in artifacts
-            )
+            self._replace_artifacts(session, artifacts)
             job.test_metrics = dict(test_metrics)
-            self._end(job, JobStatus.SUCCEEDED)
+            self._end(session, job, JobStatus.SUCCEEDED)
 
     def fail(self, error: JobError) -> None:
-        with self._owned() as (_, job):
+        with self._owned() as (session, job):
             job.error_code = error.code
             job.error_message = error.message
-            self._end(job, JobStatus.FAILED)
+            self._end(session, job, JobStatus.FAILED)
+
+    def cancel(self) -> None:
+        with self._owned() as (session, job):
+            self._end(session, job, JobStatus.CANCELLED)
+
+    def record_checkpoint(self, epoch: int, checkpoint: StoredArtifact) -> None:
+        with self._owned() as (session, job):
+            self._replace_artifacts(session, [checkpoint])
+            job.checkpoint_epoch = epoch
+
+    def _replace_artifacts(self, session: Session, artifacts: list[StoredArtifact]) -> None:
+        formats = [item.format.value for item in artifacts]
+        session.execute(
+            delete(Artifact).where(Artifact.job_id == self.job_id, Artifact.format.in_(formats))
+        )
+        session.add_all(
+            Artifact(
+                job_id=self.job_id,
+                format=item.format.value,
+                uri=item.uri,
+                size=item.size,
+                sha256=item.sha256,
+            )
+            for item in artifacts
+        )
 
     @staticmethod
-    def _end(job: Job, status: JobStatus) -> None:
-        now: datetime = utcnow()
+    def _end(session: Session, job: Job, status: JobStatus) -> None:
+        now = utcnow()
         job.status = status
         job.finished_at = now
         job.heartbeat_at = now
+        add_status_event(session, job)
 
     @contextmanager
     def _owned(self) -> Iterator[tuple[Session, Job]]:
@@ -106,7 +150,7 @@ class JobStore:
 
 
 class LostOwnership(Exception):
-    """The job row moved on (cancelled, or re-queued to another attempt) under this worker."""
+    """The job row moved on (re-queued to another attempt) under this worker."""
 
     def __init__(self, job_id: uuid.UUID) -> None:
         super().__init__(f"job {job_id} is no longer owned by this attempt")

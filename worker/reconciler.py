@@ -3,7 +3,8 @@ there); sweeps are compare-and-set updates, so any number of workers may run it.
 
 - A running job whose heartbeat is older than ``heartbeat_timeout`` lost its worker
   (SIGKILL, OOM kill, node loss): it goes back to ``queued`` for another attempt, or ends
-  ``failed`` with ``worker_lost`` once ``max_attempts`` are used up. The broker's own
+  ``failed`` with ``worker_lost`` once ``max_attempts`` are used up (``cancelled``, if a
+  cancel was pending). A retry resumes from the job's last checkpoint. The broker's own
   redelivery is not relied on: Redis redelivers unacknowledged messages only after its
   visibility timeout, which must exceed the longest job.
 - A queued job that was never dispatched (the broker was down when it was submitted, or
@@ -22,6 +23,7 @@ from celery import Celery
 from sqlalchemy import select
 
 from models.db import transaction
+from models.events import add_status_event
 from models.settings import Settings
 from models.tables import Job, JobStatus, utcnow
 from worker.dispatch import dispatch
@@ -36,6 +38,7 @@ DISPATCH_GRACE = timedelta(seconds=5)
 class SweepReport:
     requeued: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
     dispatched: list[uuid.UUID] = field(default_factory=list)
 
 
@@ -55,7 +58,11 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
         for job in stale:
             silent = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
             reason = f"worker {job.worker_host} stopped responding during attempt {job.attempt}"
-            if job.attempt >= job.max_attempts:
+            if job.cancel_requested_at is not None:
+                job.status = JobStatus.CANCELLED
+                job.finished_at = now
+                report.cancelled.append(job.id)
+            elif job.attempt >= job.max_attempts:
                 job.status = JobStatus.FAILED
                 job.error_code = "worker_lost"
                 job.error_message = f"{reason}; all {job.max_attempts} attempts used"
@@ -65,6 +72,7 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
                 job.status = JobStatus.QUEUED
                 job.dispatched_at = None
                 report.requeued.append(job.id)
+            add_status_event(session, job, reason=reason)
             log.warning("job %s: silent for %.0fs; %s", job.id, silent, reason)
         undispatched = list(
             session.scalars(

@@ -8,8 +8,9 @@ from __future__ import annotations
 import gc
 import logging
 import socket
-import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import keras
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from models.settings import Settings
 from models.spec import TrainJobSpec
 from worker.artifacts import ArtifactStore
+from worker.control import Control, JobCancelled
 from worker.errors import JobError
 from worker.jobstore import JobStore, LostOwnership
 from worker.train import train
@@ -26,21 +28,27 @@ log = logging.getLogger(__name__)
 
 def run_job(job_id: uuid.UUID, settings: Settings) -> None:
     store = JobStore(settings.resolved_database_url, job_id)
-    raw_spec = store.claim(socket.gethostname())
-    if raw_spec is None:
+    claim = store.claim(socket.gethostname())
+    if claim is None:
         log.info("job %s is not queued; nothing to do", job_id)
         return
-    log.info("job %s: attempt %d started", job_id, store.attempt)
-    heartbeat = Heartbeat(store, settings.heartbeat_interval)
-    heartbeat.start()
+    artifacts = ArtifactStore(settings.artifacts_dir)
+    max_runtime = claim.spec.get("max_runtime")
+    control = Control(store, settings.heartbeat_interval, max_runtime)
     try:
-        spec = TrainJobSpec.model_validate(raw_spec)
-        result = train(spec, store, heartbeat.lost)
-        artifacts = ArtifactStore(settings.artifacts_dir).save_model(result.model, job_id)
-        store.succeed(result.test_metrics, artifacts)
-        log.info("job %s succeeded: %s", job_id, result.test_metrics)
+        control.start()
+        with job_log_events(store):
+            log.info("job %s: attempt %d started", job_id, claim.attempt)
+            spec = TrainJobSpec.model_validate(claim.spec)
+            result = train(spec, store, control, artifacts, resume_after=claim.checkpoint_epoch)
+            log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
+            # The status event is the stream's last word, so nothing is logged after it.
+            store.succeed(result.test_metrics, artifacts.save_model(result.model, job_id))
     except LostOwnership:
-        log.warning("job %s: taken over or cancelled while running; dropping this attempt", job_id)
+        log.warning("job %s: re-queued to another attempt; dropping this one", job_id)
+    except JobCancelled:
+        log.info("job %s: cancelled", job_id)
+        _record(store.cancel, job_id)
     except Exception as exc:  # every failure ends the job, never the worker
         error = classify(exc)
         log.log(
@@ -51,41 +59,47 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
             error.message,
             exc_info=error.code == "internal",
         )
-        try:
-            store.fail(error)
-        except LostOwnership:
-            log.warning("job %s: could not record failure, no longer owned", job_id)
+        _record(lambda: store.fail(error), job_id)
     finally:
-        heartbeat.stop()
+        control.stop()
         # Free the graph and weights of this job before the next one arrives.
         keras.backend.clear_session()
         gc.collect()
 
 
-class Heartbeat(threading.Thread):
-    """Proves the attempt alive while it runs, whatever phase it is in (loading data,
-    a long batch, saving); sets ``lost`` when the row says the job is no longer ours."""
+def _record(outcome: Callable[[], None], job_id: uuid.UUID) -> None:
+    try:
+        outcome()
+    except LostOwnership:
+        log.warning("job %s: could not record the outcome, no longer owned", job_id)
 
-    def __init__(self, store: JobStore, interval: float) -> None:
-        super().__init__(name=f"heartbeat-{store.job_id}", daemon=True)
+
+class JobLogHandler(logging.Handler):
+    """Copies the worker's log lines about this job into its event stream."""
+
+    def __init__(self, store: JobStore) -> None:
+        super().__init__(level=logging.INFO)
         self.store = store
-        self.interval = interval
-        self.lost = threading.Event()
-        self._stopped = threading.Event()
 
-    def run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            try:
-                self.store.heartbeat()
-            except LostOwnership:
-                self.lost.set()
-                return
-            except Exception:  # a DB blip: the next beat may get through
-                log.warning("job %s: heartbeat failed", self.store.job_id, exc_info=True)
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.store.log(record.levelname.lower(), record.getMessage())
+        except Exception:
+            self.handleError(record)
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join(timeout=self.interval + 5)
+
+@contextmanager
+def job_log_events(store: JobStore) -> Iterator[None]:
+    handler = JobLogHandler(store)
+    loggers = [logging.getLogger("worker"), logging.getLogger("py.warnings")]
+    logging.captureWarnings(True)
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def classify(exc: BaseException) -> JobError:

@@ -1,10 +1,11 @@
-"""The fit loop: seed, load data, build, compile, fit with progress callbacks, evaluate."""
+"""The fit loop: seed, load data, build (or resume), compile, fit with progress,
+checkpoint and schedule callbacks, evaluate."""
 
 from __future__ import annotations
 
 import math
 import platform
-import threading
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -12,11 +13,13 @@ from typing import Any
 import keras
 
 from models.spec import TrainJobSpec
+from worker.artifacts import ArtifactStore
 from worker.build.callbacks import build_callbacks
 from worker.build.model import build_model, compile_model, count_params
+from worker.control import Control
 from worker.data import load_dataset
 from worker.errors import JobError
-from worker.jobstore import JobStore, LostOwnership
+from worker.jobstore import JobStore
 
 
 @dataclass(frozen=True)
@@ -26,18 +29,25 @@ class TrainResult:
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """Writes one metrics row per epoch (with the learning rate actually used), turns a
-    non-finite loss into a ``nan_loss`` failure, and stops within one batch once the job
-    is no longer this attempt's (``lost`` is set by the heartbeat)."""
+    """Writes one metrics row per epoch (with the learning rate the epoch started with and
+    its wall time), feeds batch progress to the control thread, turns a non-finite loss
+    into ``nan_loss``, and stops within one batch once the control thread says so."""
 
-    def __init__(self, store: JobStore, lost: threading.Event) -> None:
+    def __init__(self, store: JobStore, control: Control) -> None:
         super().__init__()
         self.store = store
-        self.lost = lost
-        self.epoch = 0
+        self.control = control
+        self._epoch_lr = 0.0
+        self._epoch_started = time.monotonic()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.control.progress.steps = int(self.params.get("steps") or 0)
+        self.control.raise_if_stopping()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch = epoch
+        self.control.progress.epoch = epoch
+        self.control.progress.batch = 0
+        self._epoch_started = time.monotonic()
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if batch == 0:
@@ -50,11 +60,12 @@ class ProgressCallback(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise JobError(
                 "nan_loss",
-                f"loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}; "
-                "try a lower learning rate or gradient clipping (clipnorm / clipvalue)",
+                f"loss became {float(loss)} in epoch {self.control.progress.epoch + 1}, "
+                f"batch {batch + 1}; try a lower learning rate or gradient clipping "
+                "(clipnorm / clipvalue)",
             )
-        if self.lost.is_set():
-            raise LostOwnership(self.store.job_id)
+        self.control.progress.batch = batch + 1
+        self.control.raise_if_stopping()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = {key: float(value) for key, value in (logs or {}).items()}
@@ -66,7 +77,22 @@ class ProgressCallback(keras.callbacks.Callback):
                 f"{', '.join(bad)} not finite after epoch {epoch + 1}; "
                 "try a lower learning rate or gradient clipping (clipnorm / clipvalue)",
             )
-        self.store.record_epoch(epoch + 1, values)
+        self.store.record_epoch(epoch + 1, values, time.monotonic() - self._epoch_started)
+        self.control.progress.epoch = epoch + 1
+        self.control.progress.batch = 0
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """After every epoch: weights, optimizer state and step count, for a retry to resume."""
+
+    def __init__(self, store: JobStore, artifacts: ArtifactStore) -> None:
+        super().__init__()
+        self.store = store
+        self.artifacts = artifacts
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        checkpoint = self.artifacts.save_checkpoint(self.model, self.store.job_id)
+        self.store.record_checkpoint(epoch + 1, checkpoint)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
@@ -83,26 +109,40 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def train(spec: TrainJobSpec, store: JobStore, lost: threading.Event) -> TrainResult:
+def train(
+    spec: TrainJobSpec,
+    store: JobStore,
+    control: Control,
+    artifacts: ArtifactStore,
+    resume_after: int | None = None,
+) -> TrainResult:
+    """Train ``spec``; with ``resume_after`` (epochs done), continue from the checkpoint."""
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     data = load_dataset(spec.dataset)
     _check_labels(spec, data.n_classes)
 
-    model = build_model(spec.model, name=spec.name)
-    compile_model(model, spec.compile)
+    if resume_after:
+        model = artifacts.load_checkpoint(store.job_id)
+        store.log("info", f"resuming from the checkpoint after epoch {resume_after}")
+    else:
+        model = build_model(spec.model, name=spec.name)
+        compile_model(model, spec.compile)
     store.record_model(count_params(model), library_versions(), spec.fit.epochs)
 
+    callbacks = [
+        *build_callbacks(spec.compile.optimizer, spec.fit),
+        CheckpointCallback(store, artifacts),
+        # Progress goes last: it reads the learning rate the schedule callbacks just set,
+        # and writes an epoch's row only once its checkpoint exists.
+        ProgressCallback(store, control),
+    ]
     try:
-        # Progress goes last: it reads the learning rate the schedule callbacks just set.
-        callbacks = [
-            *build_callbacks(spec.compile.optimizer, spec.fit),
-            ProgressCallback(store, lost),
-        ]
         model.fit(
             data.x_train,
             data.y_train,
             epochs=spec.fit.epochs,
+            initial_epoch=resume_after or 0,
             batch_size=spec.fit.batch_size,
             validation_split=spec.fit.validation_split,
             shuffle=spec.fit.shuffle,
@@ -119,12 +159,12 @@ def train(spec: TrainJobSpec, store: JobStore, lost: threading.Event) -> TrainRe
 
 
 def _check_labels(spec: TrainJobSpec, n_classes: int) -> None:
-    """A sparse-categorical head narrower than the label range fails deep inside the
+    """A classification head narrower than the label range fails deep inside the
     backend with an opaque message; say what is wrong instead."""
     if spec.compile.loss not in {"sparse_categorical_crossentropy", "categorical_crossentropy"}:
         return
     last_dense = next(
-        (layer for layer in reversed(spec.model.layers) if layer.type == "Dense"), None
+        (layer for layer in reversed(spec.model.expanded_layers) if layer.type == "Dense"), None
     )
     units = getattr(last_dense, "units", None)
     if units is not None and units < n_classes:

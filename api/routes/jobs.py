@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlparse
 
+import anyio
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import CeleryDep, JobDep, SessionDep, SettingsDep
 from api.errors import Conflict, NotFound
-from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, MetricsOut
+from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import jobs as service
+from models.db import session_factory
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
-from models.tables import Artifact, EpochMetrics, JobStatus
+from models.tables import Artifact, EpochMetrics, Job, JobStatus
 from worker.dispatch import dispatch
 
 log = logging.getLogger(__name__)
+
+#: How often an open event stream looks for new events.
+EVENT_POLL_SECONDS = 0.5
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-MEDIA_TYPES = {"keras": "application/zip", "h5": "application/x-hdf5"}
+MEDIA_TYPES = {
+    "keras": "application/zip",
+    "h5": "application/x-hdf5",
+    "checkpoint": "application/zip",
+}
+SUFFIXES = {"keras": "keras", "h5": "h5", "checkpoint": "checkpoint.keras"}
 
 
 @router.post(
@@ -50,6 +65,13 @@ def submit_job(
     dry_run: Annotated[
         bool, Query(description="Validate and summarize the model; store and queue nothing.")
     ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="A retried POST with the same key returns the job the first created.",
+        ),
+    ] = None,
 ) -> JobOut | DryRunOut:
     if dry_run:
         inspection = service.inspect(spec)
@@ -59,9 +81,27 @@ def submit_job(
             summary=inspection.summary,
             warnings=inspection.warnings,
         )
-    job = service.submit(session, spec, settings.max_attempts)
+    if idempotency_key is not None:
+        existing = service.find_by_idempotency_key(session, idempotency_key, spec)
+        if existing is not None:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Location"] = f"/v1/jobs/{existing.id}"
+            return JobOut.from_row(existing)
+    job = service.submit(session, spec, settings.max_attempts, idempotency_key)
     # Commit before enqueueing: a worker must never receive an id it cannot read.
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent retry with the same key committed first: answer with its job.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = service.find_by_idempotency_key(session, idempotency_key, spec)
+        if existing is None:
+            raise
+        response.status_code = status.HTTP_200_OK
+        response.headers["Location"] = f"/v1/jobs/{existing.id}"
+        return JobOut.from_row(existing)
     try:
         dispatch(celery, settings.resolved_database_url, job.id)
     except Exception:
@@ -92,6 +132,88 @@ def get_job(job: JobDep, session: SessionDep) -> JobOut:
     return JobOut.from_row(job, artifacts)
 
 
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={409: {"description": "The job has already ended."}},
+)
+def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+    """A queued job ends ``cancelled`` at once; a running one stops within a batch of its
+    worker noticing (about a second) and keeps its checkpoint and metrics so far."""
+    return JobOut.from_row(service.cancel(session, job))
+
+
+@router.get("/{job_id}/logs", response_model=LogPage)
+def get_logs(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0) -> LogPage:
+    rows = service.events_after(session, job.id, after, kinds=("log",))
+    return LogPage(
+        job_id=job.id,
+        lines=[
+            LogLine(
+                id=row.id, time=row.created_at, level=row.data["level"], message=row.data["message"]
+            )
+            for row in rows
+        ],
+        next_after=rows[-1].id if rows else after,
+    )
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+)
+async def stream_events(
+    job_id: uuid.UUID,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Resume after this event id.")] = None,
+) -> EventSourceResponse:
+    """Status changes, epoch ends (metrics, learning rate) and log lines as server-sent
+    events; the stream ends once the job has ended and every event was sent. Reconnect with
+    ``Last-Event-ID`` (browsers do) to continue where the stream broke off."""
+    factory = session_factory(settings.resolved_database_url)
+
+    def read(cursor: int) -> tuple[list[tuple[int, str, str]], bool | None]:
+        with factory() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return [], None
+            rows = service.events_after(session, job_id, cursor)
+            return [(row.id, row.kind, json.dumps(row.data)) for row in rows], JobStatus(
+                job.status
+            ).is_terminal
+
+    cursor = after or _event_id(last_event_id)
+    first, ended = await anyio.to_thread.run_sync(read, cursor)
+    if ended is None:
+        raise NotFound(f"no job {job_id}")
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        nonlocal cursor
+        batch, done = first, ended
+        while True:
+            for event_id, kind, data in batch:
+                yield ServerSentEvent(id=str(event_id), event=kind, data=data)
+                cursor = event_id
+            if done and not batch:
+                return
+            if not batch:
+                await anyio.sleep(EVENT_POLL_SECONDS)
+            batch, finished = await anyio.to_thread.run_sync(read, cursor)
+            done = bool(finished)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+def _event_id(header: str | None) -> int:
+    try:
+        return max(int(header or 0), 0)
+    except ValueError:
+        return 0
+
+
 @router.get("/{job_id}/metrics", response_model=MetricsOut)
 def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
     rows = session.scalars(
@@ -116,10 +238,17 @@ def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
 def download_model(
     job: JobDep,
     session: SessionDep,
-    format: Literal["keras", "h5"] = "keras",
+    format: Annotated[
+        Literal["keras", "h5", "checkpoint"],
+        Query(
+            description="keras/h5: the trained model, once the job succeeded (plain Keras "
+            "loads it); checkpoint: the newest end-of-epoch state, also of a cancelled or "
+            "failed job."
+        ),
+    ] = "keras",
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    if job.status != JobStatus.SUCCEEDED:
+    if format != "checkpoint" and job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"job {job.id} is {job.status}; its model exists once it has succeeded")
     artifact = session.scalars(
         select(Artifact).where(Artifact.job_id == job.id, Artifact.format == format)
@@ -137,6 +266,6 @@ def download_model(
     return FileResponse(
         path,
         media_type=MEDIA_TYPES[format],
-        filename=f"{safe_stem}.{format}",
+        filename=f"{safe_stem}.{SUFFIXES[format]}",
         headers={"ETag": etag},
     )

@@ -12,11 +12,12 @@ from datetime import datetime
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.errors import InvalidSpec, NetkilnError
+from api.errors import Conflict, InvalidSpec, NetkilnError
+from models.events import add_event, add_status_event
 from models.spec import JobSpec
 from models.spec.lint import SpecWarning, lint
 from models.summary import InvalidLayerError, ModelSummary, summarize
-from models.tables import Job, JobStatus
+from models.tables import Job, JobEvent, JobStatus, utcnow
 
 
 class BadCursor(NetkilnError):
@@ -41,9 +42,27 @@ def inspect(spec: JobSpec) -> Inspection:
     return Inspection(summary, lint(spec))
 
 
-def submit(session: Session, spec: JobSpec, max_attempts: int) -> Job:
+class IdempotencyConflict(NetkilnError):
+    status_code = 409
+    code = "idempotency_key_reused"
+
+
+def find_by_idempotency_key(session: Session, key: str, spec: JobSpec) -> Job | None:
+    """The job an earlier POST with this key created; 409 if that POST had another spec."""
+    job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+    if job is not None and job.spec != spec.model_dump(mode="json"):
+        raise IdempotencyConflict(
+            f"Idempotency-Key {key!r} was used for job {job.id} with a different spec"
+        )
+    return job
+
+
+def submit(
+    session: Session, spec: JobSpec, max_attempts: int, idempotency_key: str | None = None
+) -> Job:
     inspection = inspect(spec)
     job = Job(
+        idempotency_key=idempotency_key,
         name=spec.name,
         kind=spec.kind,
         status=JobStatus.QUEUED,
@@ -57,7 +76,35 @@ def submit(session: Session, spec: JobSpec, max_attempts: int) -> Job:
     )
     session.add(job)
     session.flush()
+    add_status_event(session, job)
     return job
+
+
+def cancel(session: Session, job: Job) -> Job:
+    """A queued job ends at once (its message finds it cancelled and does nothing); a
+    running one is flagged, and its worker stops it within a batch of noticing."""
+    status = JobStatus(job.status)
+    if status.is_terminal:
+        raise Conflict(f"job {job.id} already ended {status.value}; there is nothing to cancel")
+    now = utcnow()
+    job.cancel_requested_at = job.cancel_requested_at or now
+    if status == JobStatus.QUEUED:
+        job.status = JobStatus.CANCELLED
+        job.finished_at = now
+        add_status_event(session, job, reason="cancelled while queued")
+    else:
+        add_event(session, job.id, "log", {"level": "info", "message": "cancel requested"})
+    session.flush()
+    return job
+
+
+def events_after(
+    session: Session, job_id: uuid.UUID, after: int, kinds: tuple[str, ...] | None = None
+) -> list[JobEvent]:
+    query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+    if kinds is not None:
+        query = query.where(JobEvent.kind.in_(kinds))
+    return list(session.scalars(query.order_by(JobEvent.id).limit(500)))
 
 
 def list_jobs(

@@ -79,6 +79,9 @@ class TrainJobSpec(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     kind: Literal["train"] = "train"
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    max_runtime: float | None = Field(
+        default=None, gt=0, le=30 * 24 * 3600, description="Seconds; past this the job fails."
+    )
     dataset: DatasetSpec
     model: ModelSpec
     compile: CompileSpec

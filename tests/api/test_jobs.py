@@ -241,11 +241,22 @@ class TestSubmit:
         assert response.headers["location"] == f"/v1/jobs/{body['id']}"
         assert body["status"] == "queued"
         assert body["name"] == "tiny-digits"
-        assert body["progress"] == {"epoch": 0, "epochs": 1, "fraction": 0.0}
+        assert body["progress"] == {
+            "epoch": 0,
+            "epochs": 1,
+            "batch": 0,
+            "steps_per_epoch": 0,
+            "fraction": 0.0,
+            "eta_seconds": None,
+        }
         assert body["spec"] == JobSpec.model_validate(SPEC).model_dump(mode="json")
+        base = f"/v1/jobs/{body['id']}"
         assert body["links"] == {
-            "self": f"/v1/jobs/{body['id']}",
-            "metrics": f"/v1/jobs/{body['id']}/metrics",
+            "self": base,
+            "metrics": f"{base}/metrics",
+            "events": f"{base}/events",
+            "logs": f"{base}/logs",
+            "cancel": f"{base}/cancel",
         }
 
         read = api.client.get(response.headers["location"])
@@ -521,3 +532,58 @@ class TestDryRun:
             assert error["loc"] == ["body", "model", "layers", 1]
             assert "Reshape" in error["msg"]
         assert api.job_count() == before
+
+
+class TestIdempotency:
+    def test_retry_with_the_same_key_returns_the_same_job(self, api: Api) -> None:
+        key = f"key-{uuid.uuid4()}"
+        first = api.client.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": key})
+        assert first.status_code == 202
+        api.submitted.append(first.json()["id"])
+        rows = api.job_count()
+        messages = len(api.enqueued_job_ids())
+        again = api.client.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": key})
+        assert again.status_code == 200
+        assert again.json()["id"] == first.json()["id"]
+        assert again.headers["location"] == first.headers["location"]
+        assert api.job_count() == rows
+        assert len(api.enqueued_job_ids()) == messages  # not enqueued twice
+
+    def test_same_key_with_another_spec_is_409(self, api: Api) -> None:
+        key = f"key-{uuid.uuid4()}"
+        first = api.client.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": key})
+        api.submitted.append(first.json()["id"])
+        other = copy.deepcopy(SPEC)
+        other["fit"]["epochs"] = 2
+        response = api.client.post("/v1/jobs", json=other, headers={"Idempotency-Key": key})
+        assert response.status_code == 409
+        assert response.json()["code"] == "idempotency_key_reused"
+
+
+class TestCancel:
+    def test_queued_job_is_cancelled_at_once_and_twice_is_409(self, api: Api) -> None:
+        job_id = api.submit().json()["id"]
+        response = api.client.post(f"/v1/jobs/{job_id}/cancel")
+        assert response.status_code == 202
+        body = response.json()
+        assert (body["status"], body["cancel_requested"]) == ("cancelled", True)
+        assert body["finished_at"] is not None
+        again = api.client.post(f"/v1/jobs/{job_id}/cancel")
+        assert again.status_code == 409
+        assert "cancelled" in again.json()["detail"]
+
+    def test_unknown_job_is_404(self, api: Api) -> None:
+        assert api.client.post(f"/v1/jobs/{uuid.uuid4()}/cancel").status_code == 404
+
+    def test_events_of_a_cancelled_job_end_with_its_status(self, api: Api) -> None:
+        job_id = api.submit().json()["id"]
+        api.client.post(f"/v1/jobs/{job_id}/cancel")
+        response = api.client.get(f"/v1/jobs/{job_id}/events")
+        assert response.status_code == 200
+        statuses = [
+            json.loads(line[len("data: ") :])["status"]
+            for line in response.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert statuses == ["queued", "cancelled"]
+        assert api.client.get(f"/v1/jobs/{uuid.uuid4()}/events").status_code == 404

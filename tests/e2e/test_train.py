@@ -53,7 +53,9 @@ def test_job_trains_and_models_reproduce_recorded_evaluation(
         job = service.wait_for(job_id)
         assert job["status"] == "succeeded", (job, service.tail())
         assert job["attempt"] == 1
-        assert job["progress"] == {"epoch": 4, "epochs": 4, "fraction": 1.0}
+        progress = job["progress"]
+        assert (progress["epoch"], progress["epochs"], progress["fraction"]) == (4, 4, 1.0)
+        assert progress["steps_per_epoch"] == 36  # 1437 * 0.9 / 32, rounded up
         assert job["params"] == {"total": 2538, "trainable": 2474, "non_trainable": 64}
         # Counted at submit without TensorFlow, recounted by the worker from Keras: equal.
         assert created.json()["params"] == job["params"]
