@@ -8,10 +8,12 @@ cache is used as is, a missing one is downloaded from the canonical mirror.
 from __future__ import annotations
 
 import gzip
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import keras
 import numpy as np
@@ -107,14 +109,31 @@ LOADERS: dict[str, Callable[[], RawDataset]] = {
 }
 
 
-def load_dataset(spec: DatasetSpec) -> Dataset:
-    raw = LOADERS[spec.name]()
-    x_train = raw.x_train.astype(np.float32)
-    x_test = raw.x_test.astype(np.float32)
-    if spec.limit is not None:
-        x_train, x_test = x_train[: spec.limit], x_test[: spec.limit]
-    y_train = raw.y_train.astype(np.int64)[: len(x_train)]
-    y_test = raw.y_test.astype(np.int64)[: len(x_test)]
+def load_npz_dataset(path: Path) -> RawDataset:
+    """An uploaded dataset, normalized to .npz at upload; never unpickled."""
+    with np.load(path, allow_pickle=False) as archive:
+        x_train, y_train = archive["x_train"], archive["y_train"]
+        x_test = archive["x_test"] if "x_test" in archive else x_train[:0]
+        y_test = archive["y_test"] if "y_test" in archive else y_train[:0]
+    value_max = float(max(np.abs(x_train).max(initial=0), 1e-12))
+    return RawDataset(x_train, y_train, x_test, y_test, value_max=value_max)
+
+
+UploadResolver = Callable[[uuid.UUID], Path]
+
+
+def load_dataset(spec: DatasetSpec, resolve_upload: UploadResolver | None = None) -> Dataset:
+    if spec.id is not None:
+        if resolve_upload is None:
+            raise JobError("invalid_data", "uploaded datasets need the upload store")
+        raw = load_npz_dataset(resolve_upload(spec.id))
+    else:
+        assert spec.name is not None
+        raw = LOADERS[spec.name]()
+    x_train, y_train = _select(spec, raw.x_train, raw.y_train, "train")
+    x_test, y_test = _select(spec, raw.x_test, raw.y_test, "test")
+    if len(x_train) == 0:
+        raise JobError("invalid_data", "the selection leaves no training examples")
 
     if spec.preprocessing == "scale":
         x_train /= raw.value_max
@@ -127,6 +146,8 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
         x_train = (x_train - mean) / std
         x_test = (x_test - mean) / std
     _check_finite(x_train, "training inputs")
+    if spec.unlabeled or y_train.dtype.kind == "f":
+        return Dataset(x_train, y_train, x_test, y_test, n_classes=0)
     n_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     if spec.one_hot:
         return Dataset(
@@ -135,7 +156,31 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, n_classes)
 
 
-def _one_hot(labels: NDArray[np.int64], n_classes: int) -> NDArray[np.float32]:
+def _select(
+    spec: DatasetSpec,
+    x: NDArray[np.generic],
+    y: NDArray[np.generic],
+    split: Literal["train", "test"],
+) -> tuple[NDArray[np.float32], NDArray[np.generic]]:
+    """Keep classes, relabel, then the first n after a seeded shuffle."""
+    kept = spec.kept_classes
+    if kept is not None:
+        mask = np.isin(y, kept)
+        x, y = x[mask], y[mask]
+        mapping = np.zeros(int(max(kept)) + 1, dtype=np.int64)
+        for original in kept:
+            mapping[original] = spec.new_label(original)
+        y = mapping[y.astype(np.int64)]
+    limit = spec.split_limit(split)
+    if limit is not None:
+        # One generator per split, so the train selection does not depend on the test one.
+        order = np.random.default_rng([spec.seed, 0 if split == "train" else 1]).permutation(len(x))
+        x, y = x[order[:limit]], y[order[:limit]]
+    labels = y.astype(np.float32) if y.dtype.kind == "f" else y.astype(np.int64)
+    return x.astype(np.float32), labels
+
+
+def _one_hot(labels: NDArray[np.generic], n_classes: int) -> NDArray[np.float32]:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 

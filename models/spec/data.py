@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from models.spec.base import StrictModel
 
@@ -18,8 +19,23 @@ BUILTIN_DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
 DatasetName = Literal["digits", "mnist", "fashion_mnist"]
 
 
+class SplitLimit(StrictModel):
+    train: int | None = Field(default=None, gt=0)
+    test: int | None = Field(default=None, gt=0)
+
+
 class DatasetSpec(StrictModel):
-    name: DatasetName
+    """A built-in (``name``) or uploaded (``id``) dataset, and which of it to use.
+
+    Selection happens in this order: ``classes`` keeps those classes, ``relabel`` maps
+    original labels to new ones (without it, ``classes[i]`` becomes label ``i``), then
+    ``limit`` keeps the first n of each split after a shuffle seeded with ``seed``. Géron's
+    task A is Fashion-MNIST with ``classes`` all but 5 (sandal) and 6 (shirt); task B is
+    ``classes: [5, 6]``, ``relabel: {"5": 0, "6": 1}``, ``limit: {"train": 200}``.
+    """
+
+    name: DatasetName | None = None
+    id: uuid.UUID | None = Field(default=None, description="An uploaded dataset's id.")
     preprocessing: Literal["none", "scale", "standardize"] = Field(
         default="scale",
         description=(
@@ -31,6 +47,51 @@ class DatasetSpec(StrictModel):
         default=False,
         description="Class ids as one-hot rows (for categorical_crossentropy or mse heads).",
     )
-    limit: int | None = Field(
-        default=None, gt=0, description="Keep the first n examples of each split (for quick runs)."
+    classes: list[int] | None = Field(
+        default=None, min_length=1, max_length=10_000, description="Keep only these classes."
     )
+    relabel: dict[int, int] | None = Field(
+        default=None, description="Original label → new label, for the kept classes."
+    )
+    limit: int | SplitLimit | None = Field(
+        default=None,
+        description="n, or {train: n, test: m}: keep the first n examples of a split after "
+        "the seeded shuffle.",
+    )
+    seed: int = Field(default=0, ge=0, description="Seeds the shuffle that limit draws from.")
+    unlabeled: bool = Field(
+        default=False, description="Inputs only (for pretraining); labels are dropped."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        if (self.name is None) == (self.id is None):
+            raise ValueError("give exactly one of name (a built-in) and id (an upload)")
+        if isinstance(self.limit, int) and self.limit <= 0:
+            raise ValueError("limit must be positive")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must not repeat")
+        if self.relabel is not None:
+            kept = set(self.classes) if self.classes is not None else set(self.relabel)
+            missing = sorted(kept - set(self.relabel))
+            if missing:
+                raise ValueError(f"relabel has no new label for class(es) {missing}")
+        return self
+
+    @property
+    def kept_classes(self) -> list[int] | None:
+        if self.classes is not None:
+            return self.classes
+        return sorted(self.relabel) if self.relabel is not None else None
+
+    def new_label(self, original: int) -> int:
+        """The label a kept class gets."""
+        if self.relabel is not None:
+            return self.relabel[original]
+        assert self.classes is not None
+        return self.classes.index(original)
+
+    def split_limit(self, split: Literal["train", "test"]) -> int | None:
+        if isinstance(self.limit, SplitLimit):
+            return getattr(self.limit, split)
+        return self.limit

@@ -150,16 +150,26 @@ class TestIdxDatasets:
         own = (raw.x_test - raw.x_test.mean(axis=0)) / raw.x_test.std(axis=0)
         assert not np.allclose(data.x_test, own, atol=1e-2), "test split used its own statistics"
 
-    def test_limit_truncates_both_splits(self, keras_cache: Path) -> None:
+    def test_limit_keeps_the_first_n_after_a_seeded_shuffle(self, keras_cache: Path) -> None:
         full, limited = load("mnist", "scale"), load("mnist", "scale", limit=30)
         assert (len(limited.x_train), len(limited.y_train)) == (30, 30)
         assert (len(limited.x_test), len(limited.y_test)) == (30, 30)
-        np.testing.assert_array_equal(limited.x_train, full.x_train[:30])
-        np.testing.assert_array_equal(limited.y_test, full.y_test[:30])
+        train_order = np.random.default_rng([0, 0]).permutation(len(full.x_train))[:30]
+        test_order = np.random.default_rng([0, 1]).permutation(len(full.x_test))[:30]
+        np.testing.assert_array_equal(limited.x_train, full.x_train[train_order])
+        np.testing.assert_array_equal(limited.y_test, full.y_test[test_order])
+        again = load("mnist", "scale", limit=30)
+        np.testing.assert_array_equal(again.x_train, limited.x_train)  # same seed, same pick
+        other = load("mnist", "scale", limit=30, seed=1)
+        assert not np.array_equal(other.y_train, limited.y_train)
 
         beyond_test = load("mnist", limit=120)
         assert (len(beyond_test.x_train), len(beyond_test.x_test)) == (120, 50)
         assert len(beyond_test.y_test) == 50
+
+    def test_limit_per_split(self, keras_cache: Path) -> None:
+        data = load("mnist", limit={"train": 20})
+        assert (len(data.x_train), len(data.x_test)) == (20, 50)
 
     def test_one_hot_labels_encode_the_class_ids(self, keras_cache: Path) -> None:
         ids, rows = load("fashion_mnist"), load("fashion_mnist", one_hot=True)
@@ -168,6 +178,44 @@ class TestIdxDatasets:
         np.testing.assert_array_equal(rows.y_train.argmax(axis=1), ids.y_train)
         np.testing.assert_array_equal(rows.y_train.sum(axis=1), 1)
         np.testing.assert_array_equal(rows.x_train, ids.x_train)
+
+
+class TestSelection:
+    """Géron's tasks: A drops sandals (5) and shirts (6); B tells them apart."""
+
+    def test_classes_keep_and_reindex_in_the_given_order(self, keras_cache: Path) -> None:
+        full = load("fashion_mnist")
+        kept = [0, 1, 2, 3, 4, 7, 8, 9]
+        task_a = load("fashion_mnist", classes=kept)
+        mask = np.isin(full.y_train, kept)
+        np.testing.assert_array_equal(task_a.x_train, full.x_train[mask])
+        expected = np.array([kept.index(label) for label in full.y_train[mask]])
+        np.testing.assert_array_equal(task_a.y_train, expected)
+        assert task_a.n_classes == 8
+
+    def test_relabel_maps_original_labels(self, keras_cache: Path) -> None:
+        full = load("fashion_mnist")
+        task_b = load(
+            "fashion_mnist", classes=[5, 6], relabel={"5": 0, "6": 1}, limit={"train": 10}
+        )
+        assert len(task_b.x_train) == 10
+        assert set(np.unique(task_b.y_train)) <= {0, 1}
+        shirts = full.y_test == 6
+        sandals_or_shirts = np.isin(full.y_test, [5, 6])
+        np.testing.assert_array_equal(task_b.y_test, shirts[sandals_or_shirts].astype(int))
+
+    def test_relabel_must_cover_the_kept_classes(self) -> None:
+        with pytest.raises(ValueError, match=r"no new label for class\(es\) \[6\]"):
+            DatasetSpec.model_validate({"name": "mnist", "classes": [5, 6], "relabel": {"5": 0}})
+
+    def test_unlabeled_has_no_classes(self, keras_cache: Path) -> None:
+        data = load("mnist", unlabeled=True)
+        assert data.n_classes == 0
+
+    def test_selection_that_leaves_nothing_is_invalid_data(self, keras_cache: Path) -> None:
+        with pytest.raises(JobError, match="no training examples") as raised:
+            load("mnist", classes=[42])
+        assert raised.value.code == "invalid_data"
 
 
 class TestDigits:
