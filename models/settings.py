@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Seconds between sweeps for stranded jobs."
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: lines for humans; json: one object per line, for log collectors.",
+    )
 
     @field_validator("data_dir")
     @classmethod

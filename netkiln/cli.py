@@ -9,11 +9,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from models.settings import JOB_QUEUE, Settings, get_settings
+from netkiln.logs import configure_logging, redact
 
 app = typer.Typer(help="netkiln: train Keras networks as jobs over REST.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -40,6 +41,7 @@ def _settings(data_dir: Path | None) -> Settings:
     get_settings.cache_clear()
     settings = get_settings()
     settings.ensure_dirs()
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -50,7 +52,7 @@ def db_upgrade(data_dir: DataDirOption = None, revision: str = "head") -> None:
 
     settings = _settings(data_dir)
     upgrade(settings.resolved_database_url, revision)
-    typer.echo(f"database at {revision}: {_redacted(settings.resolved_database_url)}")
+    typer.echo(f"database at {revision}: {redact(settings.resolved_database_url)}")
 
 
 @app.command()
@@ -62,20 +64,27 @@ def api(
 
     from api.app import create_app
 
-    uvicorn.run(create_app(_settings(data_dir)), host=host, port=port, log_level="info")
+    # log_config=None: uvicorn's loggers keep the handler and format set up by _settings.
+    uvicorn.run(
+        create_app(_settings(data_dir)), host=host, port=port, log_config=None, log_level=None
+    )
 
 
 @app.command()
 def worker(data_dir: DataDirOption = None, concurrency: ConcurrencyOption = 1) -> None:
     """Run a training worker (Celery)."""
-    _settings(data_dir)
+    settings = _settings(data_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from celery.signals import setup_logging
+
     from worker.app import celery_app
 
+    # Celery sets up its own logging only when no receiver of this signal claims the job.
+    setup_logging.connect(_logging_already_configured, weak=False)
     celery_app.worker_main(
         [
             "worker",
-            "--loglevel=INFO",
+            f"--loglevel={settings.log_level.upper()}",
             "--pool=prefork",
             f"--concurrency={concurrency}",
             "--queues",
@@ -98,8 +107,8 @@ def up(
     from models.migrate import upgrade
 
     upgrade(settings.resolved_database_url)
-    database = _redacted(settings.resolved_database_url)
-    broker = _redacted(settings.resolved_broker_url)
+    database = redact(settings.resolved_database_url)
+    broker = redact(settings.resolved_broker_url)
     typer.echo(f"netkiln: data in {settings.data_dir}, database {database}, broker {broker}")
     worker_command = [sys.executable, "-m", "netkiln", "worker", f"--concurrency={concurrency}"]
     supervisor = _Supervisor(worker_command)
@@ -146,6 +155,10 @@ class _Supervisor:
             self.process.kill()
 
 
+def _logging_already_configured(**_: Any) -> None:
+    """Done by ``_settings`` before the worker starts; pool processes inherit it."""
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM the worker when ``netkiln up`` dies, however it dies (uvicorn
     re-raises SIGTERM/SIGINT after shutdown, which skips ``finally`` blocks)."""
@@ -155,13 +168,3 @@ def _die_with_parent() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _redacted(url: str) -> str:
-    """Never print passwords: user:secret@host → user:***@host."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
