@@ -6,7 +6,8 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from api.errors import NetkilnError, netkiln_error_handler, request_validation_handler
-from api.routes import health, jobs
+from api.routes import base_models, datasets, health, jobs, metrics
+from api.telemetry import make_registry
 from models.settings import Settings, get_settings
 from worker.app import make_celery
 
@@ -21,8 +22,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.celery = make_celery(settings)
+    app.state.metrics = make_registry(settings.resolved_database_url)
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(metrics.router)
+    app.include_router(base_models.router)
+    app.include_router(datasets.router)
     return app

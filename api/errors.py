@@ -58,8 +58,21 @@ async def request_validation_handler(_: Request, exc: Exception) -> JSONResponse
     (Python's JSON parser accepts them) are spelled as strings instead of failing the
     response with a 500."""
     assert isinstance(exc, RequestValidationError)
-    detail = jsonable_encoder(exc.errors(), custom_encoder={float: _finite_or_str})
+    errors = [{**error, "loc": _without_kind_tag(error["loc"])} for error in exc.errors()]
+    detail = jsonable_encoder(errors, custom_encoder={float: _finite_or_str})
     return JSONResponse(status_code=422, content={"detail": detail})
+
+
+#: The job-spec union's tags, which pydantic puts in an error's path after "body".
+JOB_KINDS = frozenset({"train", "transfer", "pretrain"})
+
+
+def _without_kind_tag(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``("body", "train", "fit", "epochs")`` → ``("body", "fit", "epochs")``: the field's
+    path in the document the client sent."""
+    if len(loc) > 1 and loc[0] == "body" and loc[1] in JOB_KINDS:
+        return (loc[0], *loc[2:])
+    return loc
 
 
 def _finite_or_str(value: float) -> float | str:

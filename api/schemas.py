@@ -87,6 +87,12 @@ class JobOut(BaseModel):
         description="Valid but suspicious choices in the spec (stable codes), e.g. SELU "
         "without standardized inputs."
     )
+    phases: list[dict[str, Any]] | None = Field(
+        description="Transfer jobs: per phase, the layers it trained and the counts."
+    )
+    summary: ModelSummary | None = Field(
+        default=None, description="Single-job reads: the model's layers, shapes and counts."
+    )
     artifacts: list[ArtifactOut] | None = Field(
         default=None, description="Present on single-job reads of finished jobs."
     )
@@ -94,7 +100,9 @@ class JobOut(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def from_row(cls, job: Job, artifacts: list[Artifact] | None = None) -> JobOut:
+    def from_row(
+        cls, job: Job, artifacts: list[Artifact] | None = None, detailed: bool = False
+    ) -> JobOut:
         base = f"/v1/jobs/{job.id}"
         done = JobStatus(job.status) == JobStatus.SUCCEEDED
         return cls(
@@ -126,6 +134,8 @@ class JobOut(BaseModel):
             test_metrics=job.test_metrics,
             versions=job.versions,
             warnings=[SpecWarning.model_validate(item) for item in job.warnings],
+            phases=job.phases,
+            summary=ModelSummary.model_validate(job.summary) if detailed and job.summary else None,
             artifacts=[
                 ArtifactOut(
                     format=item.format,
@@ -153,7 +163,10 @@ class DryRunOut(BaseModel):
     """What ``POST /v1/jobs?dry_run=true`` returns: nothing is stored or queued."""
 
     spec: dict[str, Any] = Field(description="The spec with every default filled in.")
-    summary: ModelSummary
+    summary: ModelSummary | None = Field(
+        description="Layers, shapes and parameter counts; null for a transfer from an "
+        "uploaded model whose shapes could not be read."
+    )
     warnings: list[SpecWarning]
 
 

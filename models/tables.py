@@ -136,6 +136,12 @@ class Job(Base):
     warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     last_metrics: Mapped[dict[str, Any] | None] = mapped_column(doc="The newest epoch's row.")
     test_metrics: Mapped[dict[str, Any] | None]
+    summary: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONType, doc="The dry run's layers, shapes and counts (a transfer's base reads it)."
+    )
+    phases: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSONType, doc="Per training phase, the layers it trained (transfer jobs)."
+    )
 
     metrics: Mapped[list[EpochMetrics]] = relationship(
         back_populates="job",
@@ -200,3 +206,44 @@ class Artifact(Base):
     job: Mapped[Job] = relationship(back_populates="artifacts", lazy="raise")
 
     __table_args__ = (UniqueConstraint("job_id", "format"),)
+
+
+class BaseModel(Base):
+    """An uploaded Keras model that transfer jobs start from; inspected, never loaded, by
+    the API."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str | None] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(255), doc="As uploaded.")
+    format: Mapped[str] = mapped_column(String(16), doc="keras or h5.")
+    uri: Mapped[str] = mapped_column(Text, doc="file:// path of the stored file.")
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[dict[str, Any]] = mapped_column(
+        doc="Input shape, layers (name, type, output shape, parameters, trainable), totals."
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_base_models_created_at_id", "created_at", "id"),)
+
+
+class Dataset(Base):
+    """An uploaded dataset, stored as the .npz the worker reads (x_train, y_train and
+    optionally x_test, y_test), whatever format it was uploaded in."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str | None] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(16), doc="As uploaded: npz or csv.")
+    uri: Mapped[str] = mapped_column(Text, doc="file:// path of the normalized .npz.")
+    size: Mapped[int] = mapped_column(BigInteger, doc="Of the stored .npz.")
+    sha256: Mapped[str] = mapped_column(String(64), doc="Of the stored .npz.")
+    info: Mapped[dict[str, Any]] = mapped_column(
+        doc="Per split: examples, shapes, dtypes and class counts."
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)

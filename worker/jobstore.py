@@ -90,6 +90,23 @@ class JobStore:
                 {"epoch": epoch, "epochs": job.epochs_total, "seconds": seconds, **values},
             )
 
+    def record_phase(self, index: int, record: Mapping[str, Any]) -> None:
+        """What phase ``index`` trains; earlier phases' records stay."""
+        with self._owned() as (session, job):
+            phases = list(job.phases or [])
+            phases[index:] = [dict(record)]
+            job.phases = phases
+            add_event(
+                session,
+                self.job_id,
+                "log",
+                {
+                    "level": "info",
+                    "message": f"phase {index + 1}: training {len(record['trainable_layers'])} "
+                    f"layers, {record['params']['trainable']} trainable parameters",
+                },
+            )
+
     def log(self, level: str, message: str) -> None:
         with transaction(self.database_url) as session:
             add_event(session, self.job_id, "log", {"level": level, "message": message})

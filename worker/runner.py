@@ -16,11 +16,12 @@ import keras
 from pydantic import ValidationError
 
 from models.settings import Settings
-from models.spec import TrainJobSpec
+from models.spec import job_spec_adapter
 from worker.artifacts import ArtifactStore
 from worker.control import Control, JobCancelled
 from worker.errors import JobError
 from worker.jobstore import JobStore, LostOwnership
+from worker.resolve import Resolver
 from worker.train import train
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,11 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         control.start()
         with job_log_events(store):
             log.info("job %s: attempt %d started", job_id, claim.attempt)
-            spec = TrainJobSpec.model_validate(claim.spec)
-            result = train(spec, store, control, artifacts, resume_after=claim.checkpoint_epoch)
+            spec = job_spec_adapter.validate_python(claim.spec)
+            resolver = Resolver(settings.resolved_database_url)
+            result = train(
+                spec, store, control, artifacts, resolver, resume_after=claim.checkpoint_epoch
+            )
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
             store.succeed(result.test_metrics, artifacts.save_model(result.model, job_id))

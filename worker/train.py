@@ -3,23 +3,30 @@ checkpoint and schedule callbacks, evaluate."""
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 import keras
 
-from models.spec import TrainJobSpec
+from models.spec import AnyJobSpec, OptimizerSpec, PretrainJobSpec, TrainJobSpec, TransferJobSpec
+from models.spec.job import EarlyStoppingSpec
 from worker.artifacts import ArtifactStore
+from worker.build.autoencoder import build_autoencoder, encoder_of
 from worker.build.callbacks import build_callbacks
 from worker.build.model import build_model, compile_model, count_params
+from worker.build.transfer import apply_phase, build_transfer_model
 from worker.control import Control
 from worker.data import load_dataset
 from worker.errors import JobError
 from worker.jobstore import JobStore
+from worker.resolve import Resolver
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,11 @@ class ProgressCallback(keras.callbacks.Callback):
     its wall time), feeds batch progress to the control thread, turns a non-finite loss
     into ``nan_loss``, and stops within one batch once the control thread says so."""
 
-    def __init__(self, store: JobStore, control: Control) -> None:
+    def __init__(self, store: JobStore, control: Control, phase: int | None = None) -> None:
         super().__init__()
         self.store = store
         self.control = control
+        self.phase = phase
         self._epoch_lr = 0.0
         self._epoch_started = time.monotonic()
 
@@ -70,6 +78,8 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = {key: float(value) for key, value in (logs or {}).items()}
         values["learning_rate"] = self._epoch_lr
+        if self.phase is not None:
+            values["phase"] = float(self.phase + 1)
         if not all(math.isfinite(value) for value in values.values()):
             bad = sorted(key for key, value in values.items() if not math.isfinite(value))
             raise JobError(
@@ -109,53 +119,137 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A run of ``epochs`` epochs under one compile; ``prepare`` sets trainable flags at
+    its start and returns what the job records about the phase."""
+
+    epochs: int
+    optimizer: OptimizerSpec
+    prepare: Callable[[keras.Model], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: keras.Model
+    stages: list[Stage]
+    loss: str
+    metrics: list[str]
+    export: Callable[[keras.Model], keras.Model]
+    reconstruct: bool = False  # autoencoders learn x → x
+    early_stopping: EarlyStoppingSpec | None = None
+
+
+def plan(
+    spec: AnyJobSpec,
+    artifacts: ArtifactStore,
+    resolver: Resolver,
+    job_id: uuid.UUID,
+    resume_after: int | None,
+) -> Plan:
+    """The model to train (fresh, or the checkpoint to resume) and its stages."""
+    resumed = artifacts.load_checkpoint(job_id) if resume_after else None
+    if isinstance(spec, TrainJobSpec):
+        model = resumed or build_model(spec.model, name=spec.name)
+        return Plan(
+            model,
+            [Stage(spec.fit.epochs, spec.compile.optimizer)],
+            spec.compile.loss,
+            list(spec.compile.metrics),
+            export=lambda trained: trained,
+            early_stopping=spec.fit.early_stopping,
+        )
+    if isinstance(spec, PretrainJobSpec):
+        pretrain = spec
+        return Plan(
+            resumed or build_autoencoder(spec),
+            [Stage(spec.fit.epochs, spec.compile.optimizer)],
+            spec.compile.loss,
+            list(spec.compile.metrics),
+            export=lambda trained: encoder_of(trained, pretrain),
+            reconstruct=True,
+        )
+    if resumed is not None:
+        model, kept = resumed, _kept_from_checkpoint(spec, resumed)
+    else:
+        model, kept = build_transfer_model(spec, resolver.base_model(spec.base))
+    stages = [
+        Stage(phase.epochs, phase.optimizer, functools.partial(apply_phase, kept=kept, phase=phase))
+        for phase in spec.phases
+    ]
+    return Plan(model, stages, spec.compile.loss, list(spec.compile.metrics), lambda m: m)
+
+
+def _kept_from_checkpoint(spec: TransferJobSpec, model: keras.Model) -> int:
+    """Base layers in a resumed transfer model: all but the head."""
+    return len(model.layers) - len(spec.head_layers)
+
+
 def train(
-    spec: TrainJobSpec,
+    spec: AnyJobSpec,
     store: JobStore,
     control: Control,
     artifacts: ArtifactStore,
+    resolver: Resolver,
     resume_after: int | None = None,
 ) -> TrainResult:
     """Train ``spec``; with ``resume_after`` (epochs done), continue from the checkpoint."""
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
-    data = load_dataset(spec.dataset)
-    _check_labels(spec, data.n_classes)
-
+    data = load_dataset(spec.dataset, resolver.dataset)
+    if isinstance(spec, TrainJobSpec):
+        _check_labels(spec, data.n_classes)
+    job_plan = plan(spec, artifacts, resolver, store.job_id, resume_after)
     if resume_after:
-        model = artifacts.load_checkpoint(store.job_id)
         store.log("info", f"resuming from the checkpoint after epoch {resume_after}")
-    else:
-        model = build_model(spec.model, name=spec.name)
-        compile_model(model, spec.compile)
-    store.record_model(count_params(model), library_versions(), spec.fit.epochs)
+    model = job_plan.model
+    store.record_model(count_params(job_plan.export(model)), library_versions(), spec.total_epochs)
+    x_train, x_test = data.x_train, data.x_test
+    y_train, y_test = (x_train, x_test) if job_plan.reconstruct else (data.y_train, data.y_test)
 
-    callbacks = [
-        *build_callbacks(spec.compile.optimizer, spec.fit),
-        CheckpointCallback(store, artifacts),
-        # Progress goes last: it reads the learning rate the schedule callbacks just set,
-        # and writes an epoch's row only once its checkpoint exists.
-        ProgressCallback(store, control),
-    ]
-    try:
-        model.fit(
-            data.x_train,
-            data.y_train,
-            epochs=spec.fit.epochs,
-            initial_epoch=resume_after or 0,
-            batch_size=spec.fit.batch_size,
-            validation_split=spec.fit.validation_split,
-            shuffle=spec.fit.shuffle,
-            callbacks=callbacks,
-            verbose=0,
+    done = resume_after or 0
+    start = 0
+    for index, stage in enumerate(job_plan.stages):
+        end = start + stage.epochs
+        if done >= end:
+            start = end
+            continue
+        if done <= start:
+            # A fresh stage: (un)freeze, then recompile, as Keras needs after a change of
+            # trainable flags. A stage resumed midway keeps the checkpoint's compile state.
+            if stage.prepare is not None:
+                store.record_phase(index, stage.prepare(model))
+            compile_model(model, job_plan.loss, stage.optimizer, job_plan.metrics)
+        callbacks = [
+            *build_callbacks(stage.optimizer, job_plan.early_stopping),
+            CheckpointCallback(store, artifacts),
+            # Progress goes last: it reads the learning rate the schedule callbacks just
+            # set, and writes an epoch's row only once its checkpoint exists.
+            ProgressCallback(store, control, phase=index if len(job_plan.stages) > 1 else None),
+        ]
+        try:
+            model.fit(
+                x_train,
+                y_train,
+                epochs=end,
+                initial_epoch=max(start, done),
+                batch_size=spec.batch_size,
+                validation_split=spec.fit.validation_split,
+                shuffle=spec.fit.shuffle,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        except ValueError as exc:
+            # Keras checks shapes and dtypes up front and says what is wrong in a ValueError.
+            raise JobError("invalid_data", f"the data does not fit the model: {exc}") from exc
+        start = end
+    test_metrics: dict[str, float] = {}
+    if len(x_test):
+        evaluation = model.evaluate(
+            x_test, y_test, batch_size=spec.batch_size, return_dict=True, verbose=0
         )
-    except ValueError as exc:
-        # Keras checks shapes and dtypes up front and says what is wrong in a ValueError.
-        raise JobError("invalid_data", f"the data does not fit the model: {exc}") from exc
-    evaluation = model.evaluate(
-        data.x_test, data.y_test, batch_size=spec.fit.batch_size, return_dict=True, verbose=0
-    )
-    return TrainResult(model, {key: float(value) for key, value in evaluation.items()})
+        test_metrics = {key: float(value) for key, value in evaluation.items()}
+    return TrainResult(job_plan.export(model), test_metrics)
 
 
 def _check_labels(spec: TrainJobSpec, n_classes: int) -> None:

@@ -21,6 +21,7 @@ from api.deps import CeleryDep, JobDep, SessionDep, SettingsDep
 from api.errors import Conflict, NotFound
 from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import jobs as service
+from api.services.inspection import inspect
 from models.db import session_factory
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
@@ -74,7 +75,7 @@ def submit_job(
     ] = None,
 ) -> JobOut | DryRunOut:
     if dry_run:
-        inspection = service.inspect(spec)
+        inspection = inspect(session, spec)
         response.status_code = status.HTTP_200_OK
         return DryRunOut(
             spec=spec.model_dump(mode="json"),
@@ -129,7 +130,7 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job: JobDep, session: SessionDep) -> JobOut:
     artifacts = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
-    return JobOut.from_row(job, artifacts)
+    return JobOut.from_row(job, artifacts, detailed=True)
 
 
 @router.post(

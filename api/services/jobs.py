@@ -6,17 +6,15 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, InvalidSpec, NetkilnError
+from api.errors import Conflict, NetkilnError
+from api.services.inspection import inspect
 from models.events import add_event, add_status_event
-from models.spec import JobSpec
-from models.spec.lint import SpecWarning, lint
-from models.summary import InvalidLayerError, ModelSummary, summarize
+from models.spec import AnyJobSpec
 from models.tables import Job, JobEvent, JobStatus, utcnow
 
 
@@ -25,29 +23,12 @@ class BadCursor(NetkilnError):
     code = "bad_cursor"
 
 
-@dataclass(frozen=True)
-class Inspection:
-    summary: ModelSummary
-    warnings: list[SpecWarning]
-
-
-def inspect(spec: JobSpec) -> Inspection:
-    """The dry run: shapes, parameter counts and warnings, without TensorFlow."""
-    try:
-        summary = summarize(spec.model, batch_size=spec.fit.batch_size)
-    except InvalidLayerError as exc:
-        raise InvalidSpec(
-            f"{exc.layer_type}: {exc.reason}", ["model", "layers", exc.index]
-        ) from exc
-    return Inspection(summary, lint(spec))
-
-
 class IdempotencyConflict(NetkilnError):
     status_code = 409
     code = "idempotency_key_reused"
 
 
-def find_by_idempotency_key(session: Session, key: str, spec: JobSpec) -> Job | None:
+def find_by_idempotency_key(session: Session, key: str, spec: AnyJobSpec) -> Job | None:
     """The job an earlier POST with this key created; 409 if that POST had another spec."""
     job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
     if job is not None and job.spec != spec.model_dump(mode="json"):
@@ -58,9 +39,10 @@ def find_by_idempotency_key(session: Session, key: str, spec: JobSpec) -> Job | 
 
 
 def submit(
-    session: Session, spec: JobSpec, max_attempts: int, idempotency_key: str | None = None
+    session: Session, spec: AnyJobSpec, max_attempts: int, idempotency_key: str | None = None
 ) -> Job:
-    inspection = inspect(spec)
+    inspection = inspect(session, spec)
+    summary = inspection.summary
     job = Job(
         idempotency_key=idempotency_key,
         name=spec.name,
@@ -68,10 +50,11 @@ def submit(
         status=JobStatus.QUEUED,
         spec=spec.model_dump(mode="json"),
         max_attempts=max_attempts,
-        epochs_total=spec.fit.epochs,
-        params_total=inspection.summary.total,
-        params_trainable=inspection.summary.trainable,
-        params_non_trainable=inspection.summary.non_trainable,
+        epochs_total=spec.total_epochs,
+        summary=summary.model_dump(mode="json") if summary else None,
+        params_total=summary.total if summary else None,
+        params_trainable=summary.trainable if summary else None,
+        params_non_trainable=summary.non_trainable if summary else None,
         warnings=[warning.model_dump() for warning in inspection.warnings],
     )
     session.add(job)

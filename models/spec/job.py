@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from models.spec.base import MAX_LAYERS, MAX_UNITS, LossName, MetricName, StrictModel
 from models.spec.data import DatasetSpec
 from models.spec.layers import LayerSpec, PrimitiveLayerSpec, expand_layers
-from models.spec.optimizers import OPTIMIZER_SHORTHANDS, OptimizerSpec
+from models.spec.optimizers import Optimizer, OptimizerSpec
 
 
 class ModelSpec(StrictModel):
@@ -40,20 +40,8 @@ class ModelSpec(StrictModel):
 
 class CompileSpec(StrictModel):
     loss: LossName
-    optimizer: OptimizerSpec = Field(default_factory=lambda: _adam())
+    optimizer: Optimizer = Field(default_factory=lambda: default_optimizer())
     metrics: list[MetricName] = Field(default_factory=list, max_length=16)
-
-    @field_validator("optimizer", mode="before")
-    @classmethod
-    def _optimizer_shorthand(cls, value: Any) -> Any:
-        # "adam" is Keras's own shorthand for Adam() with defaults.
-        if isinstance(value, str):
-            type_name = OPTIMIZER_SHORTHANDS.get(value.lower())
-            if type_name is None:
-                known = ", ".join(sorted(OPTIMIZER_SHORTHANDS))
-                raise ValueError(f"unknown optimizer {value!r}; expected one of {known}")
-            return {"type": type_name}
-        return value
 
 
 class EarlyStoppingSpec(StrictModel):
@@ -73,25 +61,34 @@ class FitSpec(StrictModel):
     early_stopping: EarlyStoppingSpec | None = None
 
 
-class TrainJobSpec(StrictModel):
-    """Build ``model`` from scratch, compile, fit on ``dataset``, evaluate on its test split."""
-
+class JobSpecBase(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    kind: Literal["train"] = "train"
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     max_runtime: float | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Seconds; past this the job fails."
     )
     dataset: DatasetSpec
+
+
+class TrainJobSpec(JobSpecBase):
+    """Build ``model`` from scratch, compile, fit on ``dataset``, evaluate on its test split."""
+
+    kind: Literal["train"] = "train"
     model: ModelSpec
     compile: CompileSpec
     fit: FitSpec
 
+    @property
+    def total_epochs(self) -> int:
+        return self.fit.epochs
 
-def _adam() -> OptimizerSpec:
+    @property
+    def batch_size(self) -> int:
+        return self.fit.batch_size
+
+
+def default_optimizer() -> OptimizerSpec:
+    """Keras's default: Adam with its defaults."""
     from models.spec.optimizers import Adam
 
     return Adam(type="Adam")
-
-
-JobSpec = TrainJobSpec

@@ -20,6 +20,7 @@ from models.spec.layers import (
     Dropout,
     Flatten,
     MCDropout,
+    PrimitiveLayerSpec,
     Reshape,
 )
 
@@ -104,7 +105,35 @@ def bias_before_batch_norm(spec: TrainJobSpec) -> Iterator[SpecWarning]:
             )
 
 
-RULES: list[Rule] = [selu_conditions, bias_before_batch_norm]
+def head_loss_mismatch(
+    layers: list[PrimitiveLayerSpec], loss: str, loc: list[str | int]
+) -> Iterator[SpecWarning]:
+    """The output layer's width against the loss: one unit cannot hold a categorical
+    distribution, and binary cross-entropy over many units is multi-label."""
+    last = next((layer for layer in reversed(layers) if isinstance(layer, Dense)), None)
+    if last is None:
+        return
+    if last.units == 1 and loss in {"sparse_categorical_crossentropy", "categorical_crossentropy"}:
+        yield SpecWarning(
+            code="head_units_loss_mismatch",
+            message=f"{loss} needs one output unit per class, the last Dense has 1; for two "
+            "classes use units 1 with sigmoid and binary_crossentropy",
+            loc=loc,
+        )
+    elif last.units > 1 and loss == "binary_crossentropy":
+        yield SpecWarning(
+            code="head_units_loss_mismatch",
+            message=f"binary_crossentropy over {last.units} units treats them as independent "
+            "labels; for one of several classes use softmax and sparse_categorical_crossentropy",
+            loc=loc,
+        )
+
+
+def output_layer(spec: TrainJobSpec) -> Iterator[SpecWarning]:
+    yield from head_loss_mismatch(spec.model.expanded_layers, spec.compile.loss, ["model"])
+
+
+RULES: list[Rule] = [selu_conditions, bias_before_batch_norm, output_layer]
 
 
 def lint(spec: TrainJobSpec) -> list[SpecWarning]:

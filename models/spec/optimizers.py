@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 
 from models.spec.base import StrictModel, keras_config
 from models.spec.schedules import ScheduleSpec
@@ -132,3 +132,18 @@ OptimizerSpec = Annotated[
 OPTIMIZER_SHORTHANDS = {
     name.lower(): name for name in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "Nadam")
 }
+
+
+def _expand_shorthand(value: Any) -> Any:
+    # "adam" is Keras's own shorthand for Adam() with defaults.
+    if isinstance(value, str):
+        type_name = OPTIMIZER_SHORTHANDS.get(value.lower())
+        if type_name is None:
+            known = ", ".join(sorted(OPTIMIZER_SHORTHANDS))
+            raise ValueError(f"unknown optimizer {value!r}; expected one of {known}")
+        return {"type": type_name}
+    return value
+
+
+#: An optimizer object, or Keras's lower-case shorthand for one with defaults.
+Optimizer = Annotated[OptimizerSpec, BeforeValidator(_expand_shorthand)]

@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, select
 from api.app import create_app
 from models.db import transaction
 from models.settings import JOB_QUEUE
-from models.spec import JobSpec
+from models.spec import job_spec_adapter
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.tables import Job, JobStatus
 from tests.conftest import Backend
@@ -249,7 +249,7 @@ class TestSubmit:
             "fraction": 0.0,
             "eta_seconds": None,
         }
-        assert body["spec"] == JobSpec.model_validate(SPEC).model_dump(mode="json")
+        assert body["spec"] == job_spec_adapter.validate_python(SPEC).model_dump(mode="json")
         base = f"/v1/jobs/{body['id']}"
         assert body["links"] == {
             "self": base,

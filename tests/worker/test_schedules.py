@@ -36,7 +36,7 @@ def fit_with(optimizer_spec: dict[str, Any], epochs: int = 3, **fit: Any) -> lis
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(loss="mse", optimizer=build_optimizer(compile_spec.optimizer))
     recorder = RateRecorder()
-    callbacks = [*build_callbacks(compile_spec.optimizer, fit_spec), recorder]
+    callbacks = [*build_callbacks(compile_spec.optimizer, fit_spec.early_stopping), recorder]
     x = np.linspace(-1, 1, 64, dtype="float32").reshape(32, 2)
     model.fit(x, x[:, :1], epochs=epochs, batch_size=8, callbacks=callbacks, verbose=0)
     return recorder.rates
@@ -147,7 +147,7 @@ def test_early_stopping_stops_and_restores() -> None:
         {"epochs": 50, "early_stopping": {"monitor": "loss", "patience": 0, "min_delta": 1e9}}
     )
     optimizer = SGD(type="SGD")
-    [stopper] = build_callbacks(optimizer, fit_spec)
+    [stopper] = build_callbacks(optimizer, fit_spec.early_stopping)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(loss="mse", optimizer="sgd")
     history = model.fit(np.ones((8, 1)), np.ones((8, 1)), epochs=50, callbacks=[stopper], verbose=0)

@@ -7,7 +7,8 @@ from typing import Any
 
 import keras
 
-from models.spec import FitSpec, OptimizerSpec
+from models.spec import OptimizerSpec
+from models.spec.job import EarlyStoppingSpec
 from models.spec.schedules import OneCycleSchedule, ReduceOnPlateauSchedule
 
 
@@ -43,7 +44,9 @@ class ScheduleCallback(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = rate
 
 
-def build_callbacks(optimizer: OptimizerSpec, fit: FitSpec) -> list[keras.callbacks.Callback]:
+def build_callbacks(
+    optimizer: OptimizerSpec, early_stopping: EarlyStoppingSpec | None = None
+) -> list[keras.callbacks.Callback]:
     callbacks: list[keras.callbacks.Callback] = []
     schedule = optimizer.schedule
     if isinstance(schedule, ReduceOnPlateauSchedule):
@@ -61,8 +64,8 @@ def build_callbacks(optimizer: OptimizerSpec, fit: FitSpec) -> list[keras.callba
     elif schedule is not None:
         formula = schedule
         callbacks.append(ScheduleCallback(lambda t, _total: formula.rate_at(t), formula.per))
-    if fit.early_stopping is not None:
-        stop = fit.early_stopping
+    if early_stopping is not None:
+        stop = early_stopping
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=stop.monitor,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 
-from models.spec import CompileSpec, ModelSpec, OptimizerSpec
+from models.spec import ModelSpec, OptimizerSpec
 from models.spec.layers import PrimitiveLayerSpec
 from worker.build.custom_layers import build_mc_dropout, build_rrelu
 
@@ -30,7 +30,7 @@ def build_layer(spec: PrimitiveLayerSpec) -> keras.layers.Layer:
 def build_model(spec: ModelSpec, name: str | None = None) -> keras.Sequential:
     layers: list[keras.layers.Layer] = [keras.Input(shape=tuple(spec.input_shape))]
     layers.extend(build_layer(layer) for layer in spec.expanded_layers)
-    return keras.Sequential(layers, name=_keras_name(name))
+    return keras.Sequential(layers, name=keras_name(name))
 
 
 def build_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
@@ -42,11 +42,13 @@ def build_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
 CANONICAL_NAMES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 
 
-def compile_model(model: keras.Model, spec: CompileSpec) -> None:
+def compile_model(
+    model: keras.Model, loss: str, optimizer: OptimizerSpec, metrics: Sequence[str] = ()
+) -> None:
     model.compile(
-        loss=CANONICAL_NAMES.get(spec.loss, spec.loss),
-        optimizer=build_optimizer(spec.optimizer),
-        metrics=[CANONICAL_NAMES.get(name, name) for name in spec.metrics],
+        loss=CANONICAL_NAMES.get(loss, loss),
+        optimizer=build_optimizer(optimizer),
+        metrics=[CANONICAL_NAMES.get(name, name) for name in metrics],
     )
 
 
@@ -57,7 +59,7 @@ def count_params(model: keras.Model) -> tuple[int, int, int]:
     return trainable + non_trainable, trainable, non_trainable
 
 
-def _keras_name(name: str | None) -> str | None:
+def keras_name(name: str | None) -> str | None:
     if not name:
         return None
     cleaned = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)

@@ -1,0 +1,51 @@
+"""Upload routes refuse an oversized request body before it is read: at once when its
+Content-Length says so, or as soon as more bytes than that arrive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.types import Message
+
+from api.services.uploads import PayloadTooLarge
+from models.settings import Settings
+from models.uploads import UploadTooLarge
+
+#: Room for the multipart framing and the form's other fields around the file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+class UploadRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            settings: Settings = request.app.state.settings
+            too_large = PayloadTooLarge(str(UploadTooLarge(settings.max_upload_bytes)))
+            limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise too_large
+            received = 0
+
+            async def receive() -> Message:
+                nonlocal received
+                message = await request.receive()
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large
+                return message
+
+            try:
+                return await handler(Request(request.scope, receive))
+            except HTTPException as exc:
+                # FastAPI reports any failure while reading the form as a 400.
+                if exc.__cause__ is too_large:
+                    raise too_large from None
+                raise
+
+        return limited

@@ -1,0 +1,77 @@
+"""/v1/models: upload Keras models for transfer jobs to start from; list and read them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+
+from api.body_limit import UploadRoute
+from api.deps import SessionDep, SettingsDep
+from api.errors import NotFound
+from api.services import base_models as service
+from api.services.uploads import newest_first
+from api.upload_schemas import BaseModelOut, BaseModelPage
+from models.tables import BaseModel as BaseModelRow
+from models.uploads import discard, path_of
+
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=UploadRoute)
+
+
+def base_model_or_404(model_id: uuid.UUID, session: SessionDep) -> BaseModelRow:
+    row = session.get(BaseModelRow, model_id)
+    if row is None:
+        raise NotFound(f"no uploaded model {model_id}")
+    return row
+
+
+BaseModelDep = Annotated[BaseModelRow, Depends(base_model_or_404)]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BaseModelOut,
+    responses={
+        413: {"description": "Larger than NETKILN_MAX_UPLOAD_BYTES."},
+        422: {
+            "description": "Not a Keras model, damaged, or not accepted (a Lambda layer, "
+            "a custom object, a zip bomb); the detail says which."
+        },
+    },
+)
+def upload_model(
+    file: Annotated[UploadFile, File(description="A .keras or legacy .h5 Keras model.")],
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> BaseModelOut:
+    """The file is inspected, never loaded: layers that carry code (Lambda) and custom
+    objects other than netkiln's layers are refused."""
+    row = service.create(session, settings, file.file, file.filename, name)
+    try:
+        session.commit()
+    except Exception:
+        discard(path_of(row.uri))
+        raise
+    response.headers["Location"] = f"/v1/models/{row.id}"
+    return BaseModelOut.from_row(row)
+
+
+@router.get("", response_model=BaseModelPage)
+def list_models(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> BaseModelPage:
+    rows, next_cursor = newest_first(session, BaseModelRow, limit, cursor)
+    return BaseModelPage(
+        items=[BaseModelOut.from_row(row) for row in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/{model_id}", response_model=BaseModelOut)
+def get_model(model: BaseModelDep) -> BaseModelOut:
+    return BaseModelOut.from_row(model)

@@ -1,0 +1,89 @@
+"""/v1/datasets: the built-in datasets and uploaded ones (.npz or .csv, stored as .npz)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from api.body_limit import UploadRoute
+from api.deps import SessionDep, SettingsDep
+from api.errors import NotFound
+from api.services import datasets as service
+from api.services.uploads import newest_first
+from api.upload_schemas import DatasetOut, DatasetPage
+from models.spec.data import BUILTIN_DATASETS
+from models.tables import Dataset
+from models.uploads import discard, path_of
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UploadRoute)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    responses={
+        413: {"description": "Larger than NETKILN_MAX_UPLOAD_BYTES."},
+        422: {
+            "description": "Not a dataset netkiln accepts (pickled arrays, non-numeric "
+            "features, mismatched lengths, …); the detail says which."
+        },
+    },
+)
+def upload_dataset(
+    file: Annotated[
+        UploadFile,
+        File(
+            description=".npz with x_train, y_train (optionally x_test, y_test), or .csv with "
+            "a header row, a label column and numeric feature columns."
+        ),
+    ],
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    label: Annotated[
+        str, Form(min_length=1, max_length=200, description="CSV: the label column.")
+    ] = "label",
+    test_fraction: Annotated[
+        float,
+        Form(ge=0, lt=1, description="Hold out this share as the test split (seeded, 0)."),
+    ] = 0.0,
+) -> DatasetOut:
+    row = service.create(session, settings, file.file, file.filename, name, label, test_fraction)
+    try:
+        session.commit()
+    except Exception:
+        discard(path_of(row.uri))
+        raise
+    response.headers["Location"] = f"/v1/datasets/{row.id}"
+    return DatasetOut.from_row(row)
+
+
+@router.get("", response_model=DatasetPage)
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="Uploads per page.")] = 50,
+    cursor: str | None = None,
+) -> DatasetPage:
+    rows, next_cursor = newest_first(session, Dataset, limit, cursor)
+    first = service.builtins() if cursor is None else []
+    return DatasetPage(
+        items=[*first, *(DatasetOut.from_row(row) for row in rows)], next_cursor=next_cursor
+    )
+
+
+@router.get("/{dataset}", response_model=DatasetOut)
+def get_dataset(dataset: str, session: SessionDep) -> DatasetOut:
+    """A built-in by name (``mnist``), or an upload by id."""
+    if dataset in BUILTIN_DATASETS:
+        return service.builtin(dataset)
+    try:
+        row = session.get(Dataset, uuid.UUID(dataset))
+    except ValueError:
+        row = None
+    if row is None:
+        raise NotFound(f"no dataset {dataset}")
+    return DatasetOut.from_row(row)

@@ -1,0 +1,63 @@
+"""Uploaded base models: inspect the file (never load it), store it, record it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import BinaryIO
+
+from sqlalchemy.orm import Session
+
+from api.services.uploads import HDF5_MAGIC, ZIP_MAGIC, clean_filename, magic, refusals, stage
+from models.model_files import ModelFormat, inspect_model_file
+from models.settings import Settings
+from models.tables import BaseModel as BaseModelRow
+from models.uploads import (
+    InvalidUpload,
+    expanded_limit,
+    file_uri,
+    place,
+    staging,
+    stored_path,
+)
+
+
+def create(
+    session: Session,
+    settings: Settings,
+    source: BinaryIO,
+    filename: str | None,
+    name: str | None,
+) -> BaseModelRow:
+    """Store an accepted model file and its row (flushed); refuse anything else with a
+    4xx, leaving nothing behind."""
+    model_id = uuid.uuid4()
+    with refusals(), staging(settings.data_dir) as folder:
+        staged = stage(source, folder, settings.max_upload_bytes)
+        format = sniff(magic(staged.path))
+        summary = inspect_model_file(
+            staged.path, format, folder, expanded_limit(settings.max_upload_bytes)
+        )
+        final = stored_path(settings.data_dir, "models", model_id, f"model.{format}")
+        row = BaseModelRow(
+            id=model_id,
+            name=name,
+            filename=clean_filename(filename, f"model.{format}"),
+            format=format,
+            uri=file_uri(final),
+            size=staged.size,
+            sha256=staged.sha256,
+            summary=summary.model_dump(mode="json"),
+        )
+        session.add(row)
+        session.flush()
+        place(staged.path, final)
+    return row
+
+
+def sniff(head: bytes) -> ModelFormat:
+    """The format is what the bytes are, whatever the file is called."""
+    if head.startswith(ZIP_MAGIC):
+        return "keras"
+    if head.startswith(HDF5_MAGIC):
+        return "h5"
+    raise InvalidUpload("not a Keras model: expected a .keras (zip) or a .h5 (HDF5) file")

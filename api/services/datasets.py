@@ -1,0 +1,121 @@
+"""Datasets: the built-ins the worker knows, and uploads checked and stored as .npz."""
+
+from __future__ import annotations
+
+import uuid
+from typing import BinaryIO
+
+from sqlalchemy.orm import Session
+
+from api.services.uploads import ZIP_MAGIC, magic, refusals, stage
+from api.upload_schemas import DatasetOut
+from models.dataset_files import (
+    DatasetFormat,
+    DatasetInfo,
+    SplitInfo,
+    describe,
+    read_csv,
+    read_npz,
+    split,
+    write_npz,
+)
+from models.settings import Settings
+from models.spec.data import BUILTIN_DATASETS
+from models.tables import Dataset
+from models.uploads import (
+    InvalidUpload,
+    expanded_limit,
+    file_uri,
+    hash_file,
+    place,
+    staging,
+    stored_path,
+)
+
+#: name → (train examples, test examples, x dtype, y dtype), as the worker loads them.
+BUILTIN_SPLITS: dict[str, tuple[int, int, str, str]] = {
+    "digits": (1437, 360, "float64", "int64"),
+    "mnist": (60000, 10000, "uint8", "uint8"),
+    "fashion_mnist": (60000, 10000, "uint8", "uint8"),
+}
+
+
+def builtins() -> list[DatasetOut]:
+    return [builtin(name) for name in BUILTIN_DATASETS]
+
+
+def builtin(name: str) -> DatasetOut:
+    shape, classes = BUILTIN_DATASETS[name]
+    n_train, n_test, x_dtype, y_dtype = BUILTIN_SPLITS[name]
+    splits = {
+        part: SplitInfo(
+            n=n,
+            x_shape=[n, *shape],
+            x_dtype=x_dtype,
+            y_shape=[n],
+            y_dtype=y_dtype,
+            class_counts=None,
+        )
+        for part, n in (("train", n_train), ("test", n_test))
+    }
+    return DatasetOut(
+        id=None,
+        name=name,
+        builtin=True,
+        format=None,
+        size=None,
+        sha256=None,
+        created_at=None,
+        classes=classes,
+        info=DatasetInfo(splits=splits),
+        links={"self": f"/v1/datasets/{name}"},
+    )
+
+
+def create(
+    session: Session,
+    settings: Settings,
+    source: BinaryIO,
+    filename: str | None,
+    name: str | None,
+    label: str,
+    test_fraction: float,
+) -> Dataset:
+    """Check an uploaded .npz or .csv, store it as .npz with its row (flushed); refuse
+    anything else with a 4xx, leaving nothing behind."""
+    dataset_id = uuid.uuid4()
+    with refusals(), staging(settings.data_dir) as folder:
+        staged = stage(source, folder, settings.max_upload_bytes)
+        format = sniff(magic(staged.path), filename)
+        if format == "npz":
+            arrays = read_npz(staged.path, expanded_limit(settings.max_upload_bytes))
+            if test_fraction and "x_test" in arrays:
+                raise InvalidUpload("the .npz file has a test split; leave test_fraction out")
+            if test_fraction and "x_train" in arrays and "y_train" in arrays:
+                arrays = split(arrays["x_train"], arrays["y_train"], test_fraction)
+        else:
+            arrays = read_csv(staged.path, label, test_fraction)
+        info = describe(arrays)
+        stored = hash_file(write_npz(arrays, folder / "data.npz"))
+        final = stored_path(settings.data_dir, "datasets", dataset_id, "data.npz")
+        row = Dataset(
+            id=dataset_id,
+            name=name,
+            format=format,
+            uri=file_uri(final),
+            size=stored.size,
+            sha256=stored.sha256,
+            info=info.model_dump(mode="json"),
+        )
+        session.add(row)
+        session.flush()
+        place(stored.path, final)
+    return row
+
+
+def sniff(head: bytes, filename: str | None) -> DatasetFormat:
+    if head.startswith(ZIP_MAGIC):
+        return "npz"
+    if (filename or "").lower().endswith(".npz"):
+        raise InvalidUpload("the .npz file is not a zip archive")
+    return "csv"

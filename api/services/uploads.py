@@ -1,0 +1,83 @@
+"""What base-model and dataset uploads share below the routes: staging the uploaded file
+within the size limit, and turning refusals into 4xx errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePath
+from typing import BinaryIO, TypeVar
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from api.errors import NetkilnError
+from api.services.jobs import decode_cursor, encode_cursor
+from models.tables import BaseModel as BaseModelRow
+from models.tables import Dataset
+from models.uploads import InvalidUpload, StagedFile, UploadTooLarge, copy_bounded
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+class UnprocessableUpload(NetkilnError):
+    status_code = 422
+    code = "invalid_upload"
+
+
+class PayloadTooLarge(NetkilnError):
+    status_code = 413
+    code = "upload_too_large"
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Domain refusals of an upload as the errors the API answers with."""
+    try:
+        yield
+    except InvalidUpload as exc:
+        raise UnprocessableUpload(str(exc)) from exc
+    except UploadTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+
+
+def stage(source: BinaryIO, folder: Path, limit: int) -> StagedFile:
+    staged = copy_bounded(source, folder / "upload", limit)
+    if staged.size == 0:
+        raise InvalidUpload("the uploaded file is empty")
+    return staged
+
+
+def magic(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(len(HDF5_MAGIC))
+
+
+def clean_filename(filename: str | None, default: str) -> str:
+    """The uploaded file's own name, without any folders a client put in front of it."""
+    name = PurePath((filename or "").replace("\\", "/")).name
+    return name[:255] or default
+
+
+Row = TypeVar("Row", BaseModelRow, Dataset)
+
+
+def newest_first(
+    session: Session, table: type[Row], limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    """A page of uploads, newest first, keyset-paginated on (created_at, id) like jobs."""
+    query = select(table).order_by(table.created_at.desc(), table.id.desc())
+    if cursor is not None:
+        created_at, row_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                table.created_at < created_at,
+                and_(table.created_at == created_at, table.id < row_id),
+            )
+        )
+    rows = list(session.scalars(query.limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.created_at, last.id)
