@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(
         default=10.0, gt=0, description="Seconds between sweeps for stranded jobs."
     )
+    redispatch_after: float = Field(
+        default=300.0,
+        gt=0,
+        description="A job still queued this long after its message was sent gets another.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text",

@@ -8,7 +8,9 @@ there); sweeps are compare-and-set updates, so any number of workers may run it.
   redelivery is not relied on: Redis redelivers unacknowledged messages only after its
   visibility timeout, which must exceed the longest job.
 - A queued job that was never dispatched (the broker was down when it was submitted, or
-  it was just re-queued) is sent.
+  it was just re-queued) is sent; one still queued ``redispatch_after`` seconds after its
+  last dispatch is sent again, in case the broker lost the message (a Redis without
+  persistence restarting). Duplicates cost nothing: only one delivery claims the row.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from models.db import transaction
 from models.events import add_status_event
@@ -78,8 +80,12 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
             session.scalars(
                 select(Job.id).where(
                     Job.status == JobStatus.QUEUED,
-                    Job.dispatched_at.is_(None),
-                    Job.created_at < now - DISPATCH_GRACE,
+                    or_(
+                        and_(Job.dispatched_at.is_(None), Job.created_at < now - DISPATCH_GRACE),
+                        # The message may be gone (a broker restarted without persistence):
+                        # send it again now and then; a duplicate finds the row claimed.
+                        Job.dispatched_at < now - timedelta(seconds=settings.redispatch_after),
+                    ),
                 )
             )
         )

@@ -53,6 +53,12 @@ class Service:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30)
 
+    def restart_api(self) -> None:
+        stop(self.processes["api"])
+        port = self.base_url.rsplit(":", 1)[1]
+        self.processes["api"] = _spawn(["api", "--port", port], self.env, self.logs / "api.log")
+        wait_ready(self)
+
     def start_worker(self) -> subprocess.Popen[bytes]:
         process = _spawn(["worker"], self.env, self.logs / "worker.log")
         self.processes["worker"] = process
@@ -73,6 +79,19 @@ class Service:
             f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
             for path in sorted(self.logs.glob("*.log"))
         )
+
+
+def wait_ready(service: Service, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{service.base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or service.processes["api"].poll() is not None:
+            pytest.fail(f"API did not become ready:\n{service.tail()}")
+        time.sleep(0.3)
 
 
 def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -112,8 +131,9 @@ def service(
         "PYTHONUNBUFFERED": "1",
         # Fast failure detection, so the worker-death test takes seconds, not minutes.
         "NETKILN_HEARTBEAT_INTERVAL": "0.5",
-        "NETKILN_HEARTBEAT_TIMEOUT": "4",
+        "NETKILN_HEARTBEAT_TIMEOUT": "8",
         "NETKILN_RECONCILE_INTERVAL": "1",
+        "NETKILN_REDISPATCH_AFTER": "3",
     }
     logs = tmp_path_factory.mktemp(f"logs-{backend.name}")
     processes = {
@@ -121,16 +141,7 @@ def service(
         "worker": _spawn(["worker"], env, logs / "worker.log"),
     }
     svc = Service(backend, f"http://127.0.0.1:{port}", env, logs, processes)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{svc.base_url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or processes["api"].poll() is not None:
-            pytest.fail(f"API did not become ready:\n{svc.tail()}")
-        time.sleep(0.3)
+    wait_ready(svc)
     yield svc
     for process in svc.processes.values():
         stop(process)

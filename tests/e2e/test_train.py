@@ -60,7 +60,7 @@ def test_job_trains_and_models_reproduce_recorded_evaluation(
         # Counted at submit without TensorFlow, recounted by the worker from Keras: equal.
         assert created.json()["params"] == job["params"]
         assert job["versions"]["keras"] == keras.__version__
-        assert {a["format"] for a in job["artifacts"]} == {"keras", "h5"}
+        assert {a["format"] for a in job["artifacts"]} == {"keras", "h5", "checkpoint"}
 
         metrics = client.get(f"/v1/jobs/{job_id}/metrics").json()
         assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3, 4]
