@@ -87,10 +87,13 @@ def _inspect_transfer(session: Session, spec: TransferJobSpec) -> Inspection:
 
 def _row(row: dict[str, Any], index: int) -> dict[str, Any]:
     params = int(row.get("params", 0))
-    trainable = params if row.get("trainable", True) else 0
-    if "non_trainable" in row:
+    if "non_trainable" in row:  # a job's summary row: counts
         trainable, non_trainable = int(row["trainable"]), int(row["non_trainable"])
-    else:
+    else:  # an upload's row: a trainable flag
+        trainable = params if row.get("trainable", True) else 0
+        shape = row.get("output_shape") or []
+        if trainable and row["type"] == "BatchNormalization" and shape and shape[-1]:
+            trainable -= 2 * int(shape[-1])  # the moving mean and variance never train
         non_trainable = params - trainable
     return {
         "index": index,

@@ -1,0 +1,134 @@
+"""The dry run of transfer jobs: the base's rows come from an upload's inspection or a
+job's stored summary, the head is summarized on the cut's output shape, and impossible
+cuts or unusable bases are 422s pointing at the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tests.conftest import Backend
+
+HEAD = [{"type": "Dense", "units": 2, "activation": "softmax"}]
+
+
+@pytest.fixture(scope="module")
+def client(backend: Backend) -> Iterator[TestClient]:
+    with TestClient(create_app(backend.settings())) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def uploaded(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4, name="hidden"),
+            keras.layers.BatchNormalization(name="norm"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    path = Path(tmp_path_factory.mktemp("base")) / "base.keras"
+    model.save(path)
+    response = client.post("/v1/models", files={"file": ("base.keras", path.read_bytes())})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def transfer(base: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "transfer",
+        "base": base,
+        "head": HEAD,
+        "dataset": {"name": "digits"},
+        "compile": {"loss": "sparse_categorical_crossentropy"},
+        "phases": [{"trainable": "head", "epochs": 1, "optimizer": "sgd"}],
+        **extra,
+    }
+
+
+def test_dry_run_from_an_upload_counts_like_keras(
+    client: TestClient, uploaded: dict[str, Any]
+) -> None:
+    response = client.post("/v1/jobs?dry_run=true", json=transfer({"model": uploaded["id"]}))
+    assert response.status_code == 200, response.text
+    summary = response.json()["summary"]
+    assert [row["name"] for row in summary["layers"]] == ["hidden", "norm", "head_dense_0"]
+    keras.backend.clear_session()
+    expected = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    assert summary["total"] == expected.count_params() == 6 * 4 + 4 + 4 * 4 + 4 * 2 + 2
+    assert summary["non_trainable"] == 8  # BN's moving mean and variance
+    assert summary["layers"][-1]["output_shape"] == [None, 2]
+
+
+def test_cut_after_a_named_layer(client: TestClient, uploaded: dict[str, Any]) -> None:
+    spec = transfer({"model": uploaded["id"]}, cut={"after": "hidden"})
+    summary = client.post("/v1/jobs?dry_run=true", json=spec).json()["summary"]
+    assert [row["name"] for row in summary["layers"]] == ["hidden", "head_dense_0"]
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [({"drop": 3}, "cannot drop 3"), ({"after": "nope"}, "no layer 'nope'")],
+)
+def test_impossible_cut_is_422_at_cut(
+    client: TestClient, uploaded: dict[str, Any], cut: dict[str, Any], message: str
+) -> None:
+    response = client.post("/v1/jobs", json=transfer({"model": uploaded["id"]}, cut=cut))
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "cut"]
+    assert message in error["msg"]
+
+
+def test_base_job_must_have_succeeded(client: TestClient) -> None:
+    queued = client.post(
+        "/v1/jobs",
+        json={
+            "dataset": {"name": "digits"},
+            "model": {
+                "input_shape": [8, 8],
+                "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}],
+            },
+            "compile": {"loss": "mse"},
+            "fit": {"epochs": 1},
+        },
+    ).json()
+    response = client.post("/v1/jobs", json=transfer({"job": queued["id"]}))
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "base", "job"]
+    assert "queued" in error["msg"]
+    unknown = client.post(
+        "/v1/jobs", json=transfer({"model": "00000000-0000-0000-0000-000000000000"})
+    )
+    assert unknown.status_code == 422
+
+
+def test_transfer_warnings(client: TestClient, uploaded: dict[str, Any]) -> None:
+    spec = transfer({"model": uploaded["id"]})
+    spec["head"] = [{"type": "Dense", "units": 1, "activation": "sigmoid"}]
+    spec["phases"] = [
+        {"trainable": "head", "epochs": 1, "optimizer": {"type": "SGD", "lr": 0.001}},
+        {"trainable": {"top": 1}, "epochs": 1, "optimizer": {"type": "SGD", "lr": 0.01}},
+    ]
+    codes = {w["code"] for w in client.post("/v1/jobs?dry_run=true", json=spec).json()["warnings"]}
+    assert codes == {
+        "head_units_loss_mismatch",
+        "bn_trainable_in_frozen_base",
+        "unfreeze_lr_higher",
+    }
