@@ -150,7 +150,7 @@ def plan(
     """The model to train (fresh, or the checkpoint to resume) and its stages."""
     resumed = artifacts.load_checkpoint(job_id) if resume_after else None
     if isinstance(spec, TrainJobSpec):
-        model = resumed or build_model(spec.model, name=spec.name)
+        model = resumed if resumed is not None else build_model(spec.model, name=spec.name)
         return Plan(
             model,
             [Stage(spec.fit.epochs, spec.compile.optimizer)],
@@ -162,7 +162,7 @@ def plan(
     if isinstance(spec, PretrainJobSpec):
         pretrain = spec
         return Plan(
-            resumed or build_autoencoder(spec),
+            resumed if resumed is not None else build_autoencoder(spec),
             [Stage(spec.fit.epochs, spec.compile.optimizer)],
             spec.compile.loss,
             list(spec.compile.metrics),
