@@ -137,10 +137,11 @@ class _Supervisor:
 
     def _watch(self) -> None:
         while not self._stopping.wait(1.0):
-            if self.process is not None and self.process.poll() is not None:
-                typer.echo(
-                    f"netkiln: worker exited ({self.process.returncode}); restarting", err=True
-                )
+            code = self.process.poll() if self.process is not None else None
+            # 0 or SIGTERM: the worker was asked to stop (e.g. with the whole process group
+            # on shutdown), so restarting it would orphan it; anything else is a crash.
+            if code is not None and code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                typer.echo(f"netkiln: worker exited ({code}); restarting", err=True)
                 self.process = self._spawn()
 
     def stop(self) -> None:
