@@ -1,0 +1,149 @@
+"""Does transfer help on Géron's task B? net_B_on_A vs net_B from scratch.
+
+On real Fashion-MNIST (``../shared/datasets``), through the service (``netkiln up``,
+embedded default): net_A trains once on task A (8 classes, no sandals or shirts); then, for
+each seed, net_B_on_A (net_A minus its output layer, a new sigmoid head, 4 epochs frozen
+then 16 unfrozen) and net_B (the same architecture from scratch, 20 epochs) train on the
+same 200 task-B images (sandal vs shirt). Both are evaluated on all 2,000 task-B test
+images. Specs: ``examples/transfer_a_to_b/``.
+
+Run: ``.venv/bin/python bench/transfer.py [--seeds 5] [--net-a-epochs 20] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from overhead import (  # noqa: E402
+    DEFAULT_DATASETS,
+    REPO,
+    TERMINAL,
+    _wait_ready,
+    base_env,
+    free_port,
+    make_keras_home,
+    stop_service,
+)
+
+EXAMPLES = REPO / "examples" / "transfer_a_to_b"
+
+
+def load(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    return spec
+
+
+def run_job(client: httpx.Client, spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json=spec)
+    response.raise_for_status()
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in TERMINAL:
+            if job["status"] != "succeeded":
+                raise SystemExit(f"{spec.get('name')} {job['status']}: {job['error']}")
+            return job
+        time.sleep(0.5)
+    raise SystemExit(f"{spec.get('name')} did not finish in {timeout}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--net-a-epochs", type=int, default=20)
+    parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="netkiln-transfer-"))
+    env = base_env(make_keras_home(root, args.datasets, copy_files=False))
+    port = free_port()
+    log_path = root / "service.log"
+    with log_path.open("wb") as log:
+        service = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "netkiln",
+                "up",
+                "--data-dir",
+                str(root / "data"),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    results: dict[str, Any] = {"seeds": [], "net_a": {}}
+    try:
+        _wait_ready(base_url, service, log_path)
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            net_a_spec = load("net_A")
+            net_a_spec["fit"]["epochs"] = args.net_a_epochs
+            net_a = run_job(client, net_a_spec)
+            results["net_a"] = {"epochs": args.net_a_epochs, **net_a["test_metrics"]}
+            print(
+                f"net_A on task A ({args.net_a_epochs} epochs): test accuracy "
+                f"{net_a['test_metrics']['accuracy']:.4f}",
+                flush=True,
+            )
+            for seed in range(1, args.seeds + 1):
+                on_a = json.loads(
+                    json.dumps(load("net_B_on_A")).replace("NET_A_JOB_ID", net_a["id"])
+                )
+                scratch = load("net_B")
+                row: dict[str, Any] = {"seed": seed}
+                for label, spec in (("net_B_on_A", on_a), ("net_B", scratch)):
+                    spec["seed"] = seed
+                    job = run_job(client, spec)
+                    row[label] = job["test_metrics"]["accuracy"]
+                results["seeds"].append(row)
+                print(
+                    f"seed {seed}: net_B_on_A {row['net_B_on_A']:.4f}  net_B {row['net_B']:.4f}",
+                    flush=True,
+                )
+    finally:
+        stop_service(service)
+
+    on_a = [row["net_B_on_A"] for row in results["seeds"]]
+    scratch = [row["net_B"] for row in results["seeds"]]
+    error_ratio = (1 - statistics.mean(on_a)) / max(1 - statistics.mean(scratch), 1e-9)
+    results["summary"] = {
+        "net_B_on_A_mean": statistics.mean(on_a),
+        "net_B_on_A_stdev": statistics.pstdev(on_a),
+        "net_B_mean": statistics.mean(scratch),
+        "net_B_stdev": statistics.pstdev(scratch),
+        "error_rate_ratio": error_ratio,
+        "wins": sum(a > b for a, b in zip(on_a, scratch, strict=True)),
+    }
+    summary = results["summary"]
+    print(f"\ntask B test accuracy over {len(on_a)} seeds (200 training images):")
+    print(f"  net_B_on_A  {summary['net_B_on_A_mean']:.4f} ± {summary['net_B_on_A_stdev']:.4f}")
+    print(f"  net_B       {summary['net_B_mean']:.4f} ± {summary['net_B_stdev']:.4f}")
+    print(
+        f"  error rate net_B_on_A / net_B: {error_ratio:.2f}; "
+        f"transfer wins {summary['wins']} of {len(on_a)} seeds"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
