@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from api.errors import NetkilnError, netkiln_error_handler, request_validation_handler
-from api.routes import base_models, datasets, health, jobs, metrics
+from api.routes import base_models, curves, datasets, health, jobs, metrics
 from api.telemetry import make_registry
 from models.settings import Settings, get_settings
 from worker.app import make_celery
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.include_router(health.router)
+    app.include_router(curves.router)  # before jobs: /v1/jobs/compare.png is no job id
     app.include_router(jobs.router)
     app.include_router(metrics.router)
     app.include_router(base_models.router)

@@ -14,11 +14,13 @@ from typing import Annotated, Any
 import typer
 
 from models.settings import JOB_QUEUE, Settings, get_settings
+from netkiln.client_cli import register as register_client_commands
 from netkiln.logs import configure_logging, redact
 
 app = typer.Typer(help="netkiln: train Keras networks as jobs over REST.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+register_client_commands(app)
 
 DataDirOption = Annotated[
     Path | None,

@@ -1,0 +1,176 @@
+"""/v1/jobs learning curves as PNG, drawn with matplotlib in the API's threadpool.
+
+Figures are made with ``matplotlib.figure.Figure``, not pyplot: no global state and no GUI
+backend; ``savefig`` renders PNG with Agg.
+
+Mounted before the jobs router, so ``/v1/jobs/compare.png`` is not read as a job id.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from matplotlib.figure import Figure
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import JobDep, SessionDep
+from api.errors import Conflict, NetkilnError, NotFound
+from models.tables import EpochMetrics, Job
+
+router = APIRouter(prefix="/v1/jobs", tags=["curves"])
+
+#: 10 × 6 inches at 100 dpi: every PNG is 1000 × 600 pixels.
+FIGSIZE = (10.0, 6.0)
+DPI = 100
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "A PNG image"}
+}
+#: Series drawn on the secondary axis or not at all, rather than as a curve of their own.
+NOT_CURVES = {"learning_rate", "lr", "seconds", "epoch"}
+MAX_COMPARED = 20
+# Figure is thread-safe per instance, but font and text caches in matplotlib are not.
+_draw_lock = threading.Lock()
+
+
+Rows = list[tuple[int, dict[str, Any]]]
+
+
+def _rows(session: Session, job_id: uuid.UUID) -> Rows:
+    rows = session.scalars(
+        select(EpochMetrics).where(EpochMetrics.job_id == job_id).order_by(EpochMetrics.epoch)
+    )
+    return [(row.epoch, row.values) for row in rows]
+
+
+def _series(rows: Rows, key: str) -> tuple[list[int], list[float]]:
+    points = [(epoch, float(values[key])) for epoch, values in rows if _is_number(values.get(key))]
+    return [epoch for epoch, _ in points], [value for _, value in points]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _title(job: Job) -> str:
+    return f"{job.name or job.id} ({job.status})"
+
+
+def _png(figure: Figure) -> Response:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return Response(
+        buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def draw_curves(title: str, rows: Rows) -> Figure:
+    """Loss and each metric (train solid, ``val_`` dashed, same colour), and the learning
+    rate on a secondary axis, log-scaled when it varies."""
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    axes = figure.add_subplot()
+    names = sorted(
+        {key for _, values in rows for key in values if not key.startswith("val_")} - NOT_CURVES,
+        key=lambda name: (name != "loss", name),
+    )
+    names += sorted(
+        {key[4:] for _, values in rows for key in values if key.startswith("val_")} - set(names)
+    )
+    for index, name in enumerate(names):
+        colour = f"C{index % 10}"
+        for key, style in ((name, "-"), (f"val_{name}", "--")):
+            epochs, values = _series(rows, key)
+            if epochs:
+                axes.plot(epochs, values, style, color=colour, marker=".", label=key)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss / metric")
+    axes.grid(True, alpha=0.3)
+    handles, labels = axes.get_legend_handles_labels()
+    epochs, rates = _series(rows, "learning_rate")
+    if epochs:
+        lr_axes = axes.twinx()
+        (line,) = lr_axes.plot(epochs, rates, ":", color="black", alpha=0.7, label="learning_rate")
+        lr_axes.set_ylabel("learning rate")
+        if len(set(rates)) > 1 and min(rates) > 0:
+            lr_axes.set_yscale("log")
+        handles.append(line)
+        labels.append("learning_rate")
+    if handles:
+        axes.legend(handles, labels, loc="upper right", fontsize="small")
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def draw_comparison(metric: str, series: Sequence[tuple[str, str, Rows]]) -> Figure:
+    """One line per job: ``metric`` where the job recorded it, else its training twin."""
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    axes = figure.add_subplot()
+    fallback = metric[4:] if metric.startswith("val_") else metric
+    for label, _status, rows in series:
+        key = metric if _series(rows, metric)[0] else fallback
+        epochs, values = _series(rows, key)
+        if epochs:
+            suffix = "" if key == metric else f" ({key})"
+            axes.plot(epochs, values, marker=".", label=f"{label}{suffix}")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    axes.set_title(f"{metric} of {len(series)} jobs")
+    figure.tight_layout()
+    return figure
+
+
+@router.get(
+    "/compare.png",
+    response_class=Response,
+    responses={**PNG, 404: {"description": "An unknown job id."}},
+)
+def compare_png(
+    session: SessionDep,
+    ids: Annotated[str, Query(description="Comma-separated job ids.")],
+    metric: Annotated[
+        str, Query(max_length=100, description="Falls back to its training twin (loss).")
+    ] = "val_loss",
+) -> Response:
+    """Several jobs' curves of one metric, overlaid, with a legend of job names."""
+    try:
+        job_ids = list(dict.fromkeys(uuid.UUID(part.strip()) for part in ids.split(",") if part))
+    except ValueError as exc:
+        raise NetkilnError(f"ids must be comma-separated job ids: {exc}") from exc
+    if not job_ids or len(job_ids) > MAX_COMPARED:
+        raise NetkilnError(f"ids must name between 1 and {MAX_COMPARED} jobs")
+    series: list[tuple[str, str, Rows]] = []
+    for job_id in job_ids:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        label = job.name or str(job.id)[:8]
+        if any(existing == label for existing, _, _ in series):
+            label = f"{label} ({str(job.id)[:8]})"
+        series.append((label, str(job.status), _rows(session, job.id)))
+    if not any(rows for _, _, rows in series):
+        raise Conflict("none of these jobs has finished an epoch yet")
+    with _draw_lock:
+        return _png(draw_comparison(metric, series))
+
+
+@router.get(
+    "/{job_id}/curves.png",
+    response_class=Response,
+    responses={**PNG, 404: {"description": "No such job."}, 409: {"description": "No epochs yet."}},
+)
+def curves_png(job: JobDep, session: SessionDep) -> Response:
+    """The job's learning curves: loss and metrics, train solid and validation dashed, and
+    the learning rate on the right-hand axis."""
+    rows = _rows(session, job.id)
+    if not rows:
+        raise Conflict(f"job {job.id} is {job.status} and has no finished epoch yet")
+    with _draw_lock:
+        return _png(draw_curves(_title(job), rows))

@@ -1,0 +1,133 @@
+"""A small HTTP client of the netkiln API (httpx), used by the ``netkiln`` CLI commands."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """A non-2xx answer: its status and the JSON ``detail`` (or the body's text)."""
+
+    def __init__(self, status_code: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status_code}: {format_detail(detail)}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def format_detail(detail: Any) -> str:
+    """FastAPI's 422 list as one line per field (``model.layers.0.units: …``), else text."""
+    if isinstance(detail, list):
+        lines = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(part) for part in item.get("loc", []) if part != "body")
+                lines.append(f"{loc}: {item.get('msg', item)}" if loc else str(item.get("msg")))
+            else:
+                lines.append(str(item))
+        return "\n".join(lines)
+    return str(detail)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Server-sent events from a text/event-stream, as {"id", "event", "data"} dicts."""
+    event: dict[str, Any] = {}
+    for line in lines:
+        if not line:
+            if "data" in event:
+                event["data"] = json.loads(event["data"])
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            event[field] = value[1:] if value.startswith(" ") else value
+
+
+class Client:
+    def __init__(
+        self, url: str | None = None, key: str | None = None, timeout: float = 30.0
+    ) -> None:
+        url = url or os.environ.get("NETKILN_URL") or DEFAULT_URL
+        key = key or os.environ.get("NETKILN_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, detail)
+        return response.json()
+
+    def submit(self, spec: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        params = {"dry_run": "true"} if dry_run else {}
+        result: dict[str, Any] = self._json(self.http.post("/v1/jobs", json=spec, params=params))
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self.http.get(f"/v1/jobs/{job_id}"))
+        return result
+
+    def jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        items: list[dict[str, Any]] = self._json(self.http.get("/v1/jobs", params=params))["items"]
+        return items
+
+    def logs(self, job_id: str, after: int = 0) -> dict[str, Any]:
+        page: dict[str, Any] = self._json(
+            self.http.get(f"/v1/jobs/{job_id}/logs", params={"after": after})
+        )
+        return page
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self.http.post(f"/v1/jobs/{job_id}/cancel"))
+        return result
+
+    def events(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """The job's events until its stream ends (the job ended)."""
+        params = {"after": after} if after else {}
+        timeout = httpx.Timeout(30.0, read=None)
+        with self.http.stream(
+            "GET", f"/v1/jobs/{job_id}/events", params=params, timeout=timeout
+        ) as response:
+            if response.is_error:
+                response.read()
+                self._json(response)
+            yield from parse_sse(response.iter_lines())
+
+    def download(self, job_id: str, fmt: str, path: Path | None) -> Path:
+        """Stream the model to ``path`` (default: the server's file name in the cwd)."""
+        with self.http.stream(
+            "GET", f"/v1/jobs/{job_id}/model", params={"format": fmt}
+        ) as response:
+            if response.is_error:
+                response.read()
+                self._json(response)
+            if path is None:
+                path = Path(_attachment_name(response) or f"{job_id}.{fmt}")
+            with path.open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+        return path
+
+
+def _attachment_name(response: httpx.Response) -> str:
+    """The bare file name of ``Content-Disposition: attachment; filename="…"``, if any."""
+    disposition = response.headers.get("content-disposition", "")
+    _, _, value = disposition.partition('filename="')
+    return Path(value.split('"', 1)[0]).name

@@ -1,0 +1,349 @@
+"""Client commands of ``netkiln``: submit, follow, list, inspect, cancel and download jobs
+through the REST API (``netkiln.client``). Registered onto the app by ``netkiln.cli``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from netkiln.client import DEFAULT_URL, ApiError, Client, format_detail
+
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="NETKILN_URL", help="The netkiln API.", show_envvar=True)
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key", envvar="NETKILN_API_KEY", help="Sent as a Bearer token.", show_envvar=True
+    ),
+]
+SpecArgument = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, help="A job spec (JSON).")
+]
+JobIdArgument = Annotated[str, typer.Argument(help="A job id.")]
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+#: How often ``submit --wait`` reads the job for its batch progress.
+POLL_SECONDS = 0.5
+STATUS_STYLE = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _client(url: str, key: str | None) -> Iterator[Client]:
+    """The client; an error answer or an unreachable server ends the command with 1."""
+    try:
+        with Client(url, key) as client:
+            yield client
+    except ApiError as exc:
+        err.print(f"[red]error {exc.status_code}[/red]: {format_detail(exc.detail)}")
+        raise typer.Exit(1) from None
+    except httpx.TransportError as exc:
+        err.print(f"[red]cannot reach {url}[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]{path} is not JSON[/red]: {exc}")
+        raise typer.Exit(1) from None
+    return spec
+
+
+def _metrics(values: dict[str, Any]) -> str:
+    skip = {"epoch", "epochs", "seconds"}
+    return "  ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in values.items()
+        if key not in skip
+    )
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}"
+        count //= 1024
+    return f"{count:,} GiB"
+
+
+def _status(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _outcome(job: dict[str, Any]) -> int:
+    """Print how the job ended; 0 if it succeeded, else 1."""
+    status = job["status"]
+    if status == "succeeded":
+        test = job.get("test_metrics")
+        console.print(
+            f"{job['id']} {_status(status)}" + (f"  test: {_metrics(test)}" if test else "")
+        )
+        return 0
+    error = job.get("error")
+    reason = f"{error['code']}: {error['message']}" if error else "cancelled"
+    err.print(f"{job['id']} {_status(status)}: {reason}")
+    return 1
+
+
+def submit(
+    spec_path: SpecArgument,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end.")] = False,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+) -> None:
+    """Submit a job spec; print the job id. --wait: show progress, exit 1 unless it succeeds."""
+    spec = _read_spec(spec_path)
+    with _client(url, key) as client:
+        job = client.submit(spec)
+        console.print(job["id"])
+        if not wait:
+            return
+        code = _follow(client, job)
+    raise typer.Exit(code)
+
+
+def _follow(client: Client, job: dict[str, Any]) -> int:
+    """Epoch lines from the event stream, the batch bar from polling the job."""
+    job_id = job["id"]
+    epochs = job["progress"]["epochs"] or None
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        overall = progress.add_task("epochs", total=epochs, metrics="")
+        batches = progress.add_task("epoch 1", total=None, metrics=job["status"])
+        stop = threading.Event()
+        poller = threading.Thread(
+            target=_poll, args=(client, job_id, progress, batches, stop), daemon=True
+        )
+        poller.start()
+        try:
+            for event in client.events(job_id):
+                data = event["data"]
+                if event.get("event") == "epoch":
+                    epoch, total = data["epoch"], data.get("epochs") or epochs
+                    progress.console.print(
+                        f"epoch {epoch}/{total}  {_metrics(data)}  ({data.get('seconds', 0):.1f}s)"
+                    )
+                    progress.update(overall, completed=epoch, total=total)
+                    progress.reset(batches, description=f"epoch {epoch + 1}", metrics="")
+                elif event.get("event") == "status":
+                    progress.console.print(f"status: {_status(data['status'])}")
+                elif event.get("event") == "log" and data.get("level") in {"warning", "error"}:
+                    progress.console.print(f"{data['level']}: {data['message']}")
+        finally:
+            stop.set()
+            poller.join(timeout=2)
+        final = client.job(job_id)
+        if final["status"] == "succeeded":
+            progress.update(overall, completed=final["progress"]["epochs"])
+        progress.remove_task(batches)
+    return _outcome(final)
+
+
+def _poll(
+    client: Client, job_id: str, progress: Progress, task: TaskID, stop: threading.Event
+) -> None:
+    """About twice a second: the current epoch's batches and the server's ETA."""
+    while not stop.wait(POLL_SECONDS):
+        try:
+            job = client.job(job_id)
+        except (ApiError, httpx.HTTPError):
+            continue
+        state = job["progress"]
+        eta = state.get("eta_seconds")
+        note = f"{job['status']}" + (f"  job ETA {eta:.0f}s" if eta is not None else "")
+        steps = state["steps_per_epoch"] or None
+        progress.update(task, total=steps, completed=state["batch"], metrics=note)
+
+
+def jobs(
+    status: Annotated[
+        str | None, typer.Option("--status", help="queued, running, succeeded, failed, cancelled")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 50,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+) -> None:
+    """List jobs, newest first."""
+    with _client(url, key) as client:
+        items = client.jobs(status, limit)
+    table = Table("id", "name", "kind", "status", "epoch", "created", "last metrics")
+    for job in items:
+        progress = job["progress"]
+        table.add_row(
+            job["id"],
+            job["name"] or "",
+            job["kind"],
+            _status(job["status"]),
+            f"{progress['epoch']}/{progress['epochs']}",
+            job["created_at"][:19].replace("T", " "),
+            _metrics(job["last_metrics"] or {}),
+        )
+    console.print(table)
+
+
+def status(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
+    """One job: status, progress, error, parameters and metrics."""
+    with _client(url, key) as client:
+        job = client.job(job_id)
+    progress = job["progress"]
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, str]] = [
+        ("id", job["id"]),
+        ("name", job["name"] or ""),
+        ("kind", job["kind"]),
+        ("status", _status(job["status"])),
+        ("attempt", f"{job['attempt']}/{job['max_attempts']}"),
+        (
+            "progress",
+            f"epoch {progress['epoch']}/{progress['epochs']}, "
+            f"batch {progress['batch']}/{progress['steps_per_epoch']} "
+            f"({progress['fraction']:.0%})",
+        ),
+    ]
+    if progress.get("eta_seconds") is not None:
+        rows.append(("eta", f"{progress['eta_seconds']:.0f}s"))
+    if job.get("error"):
+        rows.append(("error", f"{job['error']['code']}: {job['error']['message']}"))
+    if job.get("params"):
+        params = job["params"]
+        rows.append(("params", f"{params['total']:,} ({params['non_trainable']:,} non-trainable)"))
+    for label, key_ in (("last", "last_metrics"), ("test", "test_metrics")):
+        if job.get(key_):
+            rows.append((label, _metrics(job[key_])))
+    for warning in job.get("warnings", []):
+        rows.append(("warning", f"{warning['code']}: {warning['message']}"))
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+
+
+def logs(
+    job_id: JobIdArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the job ends.")] = False,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+) -> None:
+    """The worker's log lines for a job."""
+    with _client(url, key) as client:
+        after = 0
+        while True:
+            page = client.logs(job_id, after)
+            for line in page["lines"]:
+                console.print(
+                    f"{line['time'][:19].replace('T', ' ')} {line['level']:<7} {line['message']}",
+                    markup=False,
+                )
+            after = page["next_after"]
+            if not follow or (not page["lines"] and client.job(job_id)["status"] in TERMINAL):
+                return
+            if not page["lines"]:
+                time.sleep(1.0)
+
+
+def cancel(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
+    """Cancel a queued or running job."""
+    with _client(url, key) as client:
+        job = client.cancel(job_id)
+    console.print(
+        f"{job['id']} {_status(job['status'])}"
+        + (" (cancel requested)" if job["status"] == "running" else "")
+    )
+
+
+def download(
+    job_id: JobIdArgument,
+    fmt: Annotated[
+        Literal["keras", "h5", "checkpoint"], typer.Option("--format", help="keras, h5, checkpoint")
+    ] = "keras",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", dir_okay=False, help="Default: its name.")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+) -> None:
+    """Download a job's trained model."""
+    with _client(url, key) as client:
+        path = client.download(job_id, fmt, output)
+    console.print(f"{path} ({path.stat().st_size:,} bytes)")
+
+
+def validate(spec_path: SpecArgument, url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
+    """Dry-run a spec: its layers, output shapes and parameters; exit 1 if it is invalid."""
+    spec = _read_spec(spec_path)
+    with _client(url, key) as client:
+        result = client.submit(spec, dry_run=True)
+    summary = result.get("summary")
+    if summary:
+        table = Table("#", "layer", "type", "output shape", "params", "non-trainable")
+        for layer in summary["layers"]:
+            shape = ", ".join("None" if dim is None else str(dim) for dim in layer["output_shape"])
+            table.add_row(
+                str(layer["index"]),
+                layer["name"],
+                layer["type"],
+                f"({shape})",
+                f"{layer['params']:,}",
+                f"{layer['non_trainable']:,}",
+            )
+        console.print(table)
+        console.print(
+            f"total params: {summary['total']:,}  trainable: {summary['trainable']:,}  "
+            f"non-trainable: {summary['non_trainable']:,}"
+        )
+        console.print(
+            f"memory estimate: {_size(summary['memory_estimate_bytes'])} "
+            f"(batch {summary['batch_size']})"
+        )
+    else:
+        console.print("no summary: the base model's shapes could not be read")
+    for warning in result.get("warnings", []):
+        loc = ".".join(str(part) for part in warning.get("loc", []))
+        console.print(f"[yellow]warning[/yellow] {warning['code']} ({loc}): {warning['message']}")
+    console.print("[green]valid[/green]")
+
+
+COMMANDS: list[Callable[..., None]] = [submit, validate, jobs, status, logs, cancel, download]
+
+
+def register(app: typer.Typer) -> None:
+    for command in COMMANDS:
+        app.command(rich_help_panel="Client")(command)

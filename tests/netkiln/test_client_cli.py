@@ -1,0 +1,151 @@
+"""The client commands against a real ``netkiln api`` and ``netkiln worker`` on the
+embedded default: submit and follow, a failing job, validate, list, status, logs, download."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from models.migrate import upgrade
+from netkiln.cli import app
+from tests.conftest import make_backend
+from tests.e2e.conftest import Service, _spawn, free_port, stop, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+SPEC: dict[str, Any] = {
+    "name": "cli-digits",
+    "seed": 7,
+    "dataset": {"name": "digits", "preprocessing": "standardize"},
+    "model": {
+        "input_shape": [8, 8],
+        "layers": [
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 32, "activation": "elu", "kernel_initializer": "he_normal"},
+            {"type": "BatchNormalization"},
+            {"type": "Dense", "units": 10, "activation": "softmax"},
+        ],
+    },
+    "compile": {
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "optimizer": {"type": "SGD", "learning_rate": 0.05, "momentum": 0.9},
+    },
+    "fit": {"epochs": 2, "batch_size": 32, "validation_split": 0.1},
+}
+#: 64·32 + 32, 4·32 (half non-trainable), 32·10 + 10
+PARAMS_TOTAL = 2080 + 128 + 330
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("cli")
+    backend = make_backend("embedded", root / "data", request)
+    upgrade(backend.settings().resolved_database_url)
+    port = free_port()
+    env = {
+        **os.environ,
+        **backend.env,
+        "KERAS_HOME": str(root / "keras"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+        "NETKILN_HEARTBEAT_INTERVAL": "0.5",
+    }
+    logs = root / "logs"
+    logs.mkdir()
+    processes = {
+        "api": _spawn(["api", "--port", str(port)], env, logs / "api.log"),
+        "worker": _spawn(["worker"], env, logs / "worker.log"),
+    }
+    svc = Service(backend, f"http://127.0.0.1:{port}", env, logs, processes)
+    try:
+        wait_ready(svc)
+        yield svc
+    finally:
+        for process in svc.processes.values():
+            stop(process)
+
+
+def netkiln(service: Service, *args: str) -> Any:
+    result = CliRunner().invoke(
+        app, [*args], env={"NETKILN_URL": service.base_url, "COLUMNS": "200"}
+    )
+    return result
+
+
+def spec_file(tmp_path: Path, spec: dict[str, Any]) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_submit_wait_follows_a_job_to_success(service: Service, tmp_path: Path) -> None:
+    result = netkiln(service, "submit", str(spec_file(tmp_path, SPEC)), "--wait")
+    assert result.exit_code == 0, (result.output, service.tail())
+    job_id = result.output.splitlines()[0].strip()
+    assert "epoch 1/2" in result.output
+    assert "epoch 2/2" in result.output
+    assert "val_loss=" in result.output
+    assert f"{job_id} succeeded" in result.output
+
+    listed = netkiln(service, "jobs", "--status", "succeeded")
+    assert listed.exit_code == 0
+    assert "cli-digits" in listed.output
+
+    shown = netkiln(service, "status", job_id)
+    assert shown.exit_code == 0, shown.output
+    assert "succeeded" in shown.output
+    assert "epoch 2/2" in shown.output
+    assert f"{PARAMS_TOTAL:,}" in shown.output
+
+    logged = netkiln(service, "logs", job_id, "--follow")
+    assert logged.exit_code == 0
+    assert logged.output.strip()
+
+    target = tmp_path / "net.h5"
+    fetched = netkiln(service, "download", job_id, "--format", "h5", "-o", str(target))
+    assert fetched.exit_code == 0, fetched.output
+    assert target.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
+
+    ended = netkiln(service, "cancel", job_id)
+    assert ended.exit_code == 1
+    assert "409" in ended.output
+
+
+def test_submit_wait_exits_1_with_the_reason(service: Service, tmp_path: Path) -> None:
+    spec = copy.deepcopy(SPEC) | {"name": "cli-bad-head"}
+    spec["model"]["layers"][-1]["units"] = 5  # 10 classes
+    result = netkiln(service, "submit", str(spec_file(tmp_path, spec)), "--wait")
+    assert result.exit_code == 1, (result.output, service.tail())
+    assert "failed: invalid_data:" in result.output
+
+
+def test_validate_prints_layers_and_totals(service: Service, tmp_path: Path) -> None:
+    result = netkiln(service, "validate", str(spec_file(tmp_path, SPEC)))
+    assert result.exit_code == 0, result.output
+    assert "BatchNormalization" in result.output
+    assert f"total params: {PARAMS_TOTAL:,}" in result.output
+
+
+def test_validate_an_invalid_spec_exits_1_with_the_field(service: Service, tmp_path: Path) -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["model"]["layers"][1]["units"] = -1
+    result = netkiln(service, "validate", str(spec_file(tmp_path, spec)))
+    assert result.exit_code == 1
+    assert "error 422" in result.output
+    assert "model.layers.1" in result.output
+
+
+def test_unknown_job_exits_1(service: Service) -> None:
+    result = netkiln(service, "status", "00000000-0000-0000-0000-000000000000")
+    assert result.exit_code == 1
+    assert "404" in result.output
