@@ -94,7 +94,10 @@ def main() -> None:
     results: dict[str, Any] = {"seeds": [], "net_a": {}}
     try:
         _wait_ready(base_url, service, log_path)
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        # The key `netkiln up` created on its first start.
+        key = (root / "data" / "api-key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
             net_a_spec = load("net_A")
             net_a_spec["fit"]["epochs"] = args.net_a_epochs
             net_a = run_job(client, net_a_spec)
@@ -122,16 +125,18 @@ def main() -> None:
     finally:
         stop_service(service)
 
-    on_a = [row["net_B_on_A"] for row in results["seeds"]]
-    scratch = [row["net_B"] for row in results["seeds"]]
-    error_ratio = (1 - statistics.mean(on_a)) / max(1 - statistics.mean(scratch), 1e-9)
+    accuracy_on_a: list[float] = [seed_row["net_B_on_A"] for seed_row in results["seeds"]]
+    accuracy_scratch: list[float] = [seed_row["net_B"] for seed_row in results["seeds"]]
+    error_ratio = (1 - statistics.mean(accuracy_on_a)) / max(
+        1 - statistics.mean(accuracy_scratch), 1e-9
+    )
     results["summary"] = {
-        "net_B_on_A_mean": statistics.mean(on_a),
-        "net_B_on_A_stdev": statistics.pstdev(on_a),
-        "net_B_mean": statistics.mean(scratch),
-        "net_B_stdev": statistics.pstdev(scratch),
+        "net_B_on_A_mean": statistics.mean(accuracy_on_a),
+        "net_B_on_A_stdev": statistics.pstdev(accuracy_on_a),
+        "net_B_mean": statistics.mean(accuracy_scratch),
+        "net_B_stdev": statistics.pstdev(accuracy_scratch),
         "error_rate_ratio": error_ratio,
-        "wins": sum(a > b for a, b in zip(on_a, scratch, strict=True)),
+        "wins": sum(a > b for a, b in zip(accuracy_on_a, accuracy_scratch, strict=True)),
     }
     summary = results["summary"]
     print(f"\ntask B test accuracy over {len(on_a)} seeds (200 training images):")

@@ -123,7 +123,8 @@ class TestIdxDatasets:
 
         assert data.x_train.shape == (200, 28, 28)
         assert data.x_test.shape == (50, 28, 28)
-        assert (data.x_train.dtype, data.y_train.dtype) == (np.float32, np.int64)
+        assert data.x_train.dtype == np.dtype(np.float32)
+        assert data.y_train.dtype == np.dtype(np.int64)
         np.testing.assert_array_equal(data.x_train, read_idx(folder / IDX_FILES["x_train"]))
         np.testing.assert_array_equal(data.y_train, read_idx(folder / IDX_FILES["y_train"]))
         np.testing.assert_array_equal(data.x_test, read_idx(folder / IDX_FILES["x_test"]))

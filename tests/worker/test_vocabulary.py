@@ -3,6 +3,7 @@ every name resolves, every layer and optimizer builds, and their arguments take 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -27,6 +28,7 @@ def union_types(annotation: Any) -> list[str]:
 
 
 LAYERS = TypeAdapter(LayerSpec)
+PRIMITIVE_LAYERS: TypeAdapter[PrimitiveLayerSpec] = TypeAdapter(PrimitiveLayerSpec)
 OPTIMIZERS = TypeAdapter(OptimizerSpec)
 LAYER_TYPES = union_types(PrimitiveLayerSpec)
 OPTIMIZER_TYPES = union_types(OptimizerSpec)
@@ -70,7 +72,8 @@ class TestNames:
 
 # Every metric, by what it computes on the probabilities ``p`` of 10 classes, the labels ``y``
 # and their one-hot form ``t``.
-METRIC_VALUES = {
+MetricValue = Callable[[np.ndarray, np.ndarray, np.ndarray], Any]
+METRIC_VALUES: dict[str, MetricValue] = {
     "accuracy": lambda p, y, t: np.mean(p.argmax(1) == y),
     "sparse_categorical_accuracy": lambda p, y, t: np.mean(p.argmax(1) == y),
     "categorical_accuracy": lambda p, y, t: np.mean(p.argmax(1) == y),
@@ -133,7 +136,7 @@ OUTPUT_SHAPES = {"Dense": (5, 3), "Reshape": (5, 2, 2)}
 class TestLayers:
     @pytest.mark.parametrize("type_name", LAYER_TYPES)
     def test_layer_builds_and_runs_in_a_sequential(self, type_name: str) -> None:
-        spec = LAYERS.validate_python({"type": type_name, **REQUIRED.get(type_name, {})})
+        spec = PRIMITIVE_LAYERS.validate_python({"type": type_name, **REQUIRED.get(type_name, {})})
 
         layer = build_layer(spec)
         model = keras.Sequential([keras.Input((4,)), layer])
@@ -180,7 +183,7 @@ class TestLayers:
         assert np.isfinite(out).all()
 
     def test_nested_spec_objects_reach_the_keras_layer(self) -> None:
-        spec = LAYERS.validate_python(
+        spec = PRIMITIVE_LAYERS.validate_python(
             {
                 "type": "Dense",
                 "units": 3,
@@ -228,7 +231,9 @@ class TestLayers:
     )
     def test_initializer_objects_build(self, initializer: dict[str, Any]) -> None:
         layer = build_layer(
-            LAYERS.validate_python({"type": "Dense", "units": 3, "kernel_initializer": initializer})
+            PRIMITIVE_LAYERS.validate_python(
+                {"type": "Dense", "units": 3, "kernel_initializer": initializer}
+            )
         )
         assert type(layer.kernel_initializer) is getattr(keras.initializers, initializer["type"])
 
