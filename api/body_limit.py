@@ -1,5 +1,5 @@
-"""Upload routes refuse an oversized request body before it is read: at once when its
-Content-Length says so, or as soon as more bytes than that arrive."""
+"""Upload routes authenticate first, then refuse an oversized request body before it is
+read: at once when its Content-Length says so, or as soon as more bytes than that arrive."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import Message
 
-from api.services.uploads import PayloadTooLarge
+from api.auth import authenticate_request
+from api.services.uploads import PayloadTooLarge, upload_limit
 from models.settings import Settings
 from models.uploads import UploadTooLarge
 
@@ -25,8 +27,12 @@ class UploadRoute(APIRoute):
 
         async def limited(request: Request) -> Response:
             settings: Settings = request.app.state.settings
-            too_large = PayloadTooLarge(str(UploadTooLarge(settings.max_upload_bytes)))
-            limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+            # Who is uploading decides how much they may send, and a stranger may send
+            # nothing: authenticate before reading a byte of the body.
+            caller = await run_in_threadpool(authenticate_request, settings, request)
+            allowed = upload_limit(settings, caller)
+            too_large = PayloadTooLarge(str(UploadTooLarge(allowed)), allowed)
+            limit = allowed + FORM_OVERHEAD_BYTES
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise too_large

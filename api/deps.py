@@ -8,12 +8,15 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
+from api.auth import authenticate, bearer
 from api.errors import NotFound
 from models.db import session_factory
 from models.settings import Settings
 from models.tables import Job
+from models.tenancy import Caller
 
 
 def get_settings(request: Request) -> Settings:
@@ -47,9 +50,29 @@ def get_celery(request: Request) -> Celery:
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def job_or_404(job_id: uuid.UUID, session: SessionDep) -> Job:
+def get_caller(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """The calling tenant; upload routes authenticate before reading the body and leave
+    the answer on the request."""
+    known: Caller | None = getattr(request.state, "caller", None)
+    if known is not None:
+        return known
+    key = credentials.credentials if credentials else None
+    caller = authenticate(settings, session, key, request.app.state.read_cache)
+    request.state.caller = caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def job_or_404(job_id: uuid.UUID, session: SessionDep, caller: CallerDep) -> Job:
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or job.tenant_id != caller.tenant:
         raise NotFound(f"no job {job_id}")
     return job
 

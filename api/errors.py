@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 
 class NetkilnError(Exception):
     status_code = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -33,6 +38,42 @@ class Conflict(NetkilnError):
     code = "conflict"
 
 
+class Unauthorized(NetkilnError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 - read-only class constant
+
+
+class LimitExceeded(NetkilnError):
+    """A tenant limit: 429 for too many jobs, 413 for too large an upload, 422 for too
+    large a model or too much training (then pointing at the field, like other 422s)."""
+
+    code = "limit_exceeded"
+
+    def __init__(
+        self,
+        limit: str,
+        allowed: int,
+        requested: int,
+        message: str,
+        *,
+        status_code: int,
+        loc: list[str | int] | None = None,
+    ) -> None:
+        super().__init__(f"{message} (limit {limit} is {allowed:,}; this asks for {requested:,})")
+        self.status_code = status_code
+        self.limit, self.allowed, self.requested, self.loc = limit, allowed, requested, loc
+
+    def body(self) -> dict[str, Any]:
+        context = {"limit": self.limit, "allowed": self.allowed, "requested": self.requested}
+        if self.status_code == 422:
+            loc = ["body", *(self.loc or [])]
+            return {
+                "detail": [{"type": self.code, "loc": loc, "msg": self.message, "ctx": context}]
+            }
+        return {"detail": self.message, "code": self.code, **context}
+
+
 class InvalidSpec(NetkilnError):
     """A spec that validates field by field but cannot be built as a whole (a layer that
     cannot take its input's shape): a 422 shaped like pydantic's, pointing at the field."""
@@ -48,9 +89,48 @@ class InvalidSpec(NetkilnError):
         return {"detail": [{"type": self.code, "loc": ["body", *self.loc], "msg": self.message}]}
 
 
+class ErrorOut(BaseModel):
+    """The body of every error answer but a 422 (whose ``detail`` lists the fields)."""
+
+    detail: str = Field(description="What went wrong, readably.")
+    code: str = Field(description="Stable: not_found, conflict, limit_exceeded, …")
+    limit: str | None = Field(default=None, description="Limit errors: the limit's name.")
+    allowed: int | None = Field(default=None, description="Limit errors: what it allows.")
+    requested: int | None = Field(default=None, description="Limit errors: what was asked.")
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def error_responses(descriptions: dict[int, str]) -> Responses:
+    """OpenAPI ``responses=`` for error answers, with their body (:class:`ErrorOut`)."""
+    return {
+        status: {"model": ErrorOut, "description": description}
+        for status, description in descriptions.items()
+    }
+
+
+#: Every /v1 router: a missing, unknown or revoked API key.
+UNAUTHORIZED = error_responses({401: "No API key, or an unknown or revoked one."})
+
+
 async def netkiln_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NetkilnError)
-    return JSONResponse(status_code=exc.status_code, content=exc.body())
+    return JSONResponse(status_code=exc.status_code, content=exc.body(), headers=exc.headers)
+
+
+async def http_error_handler(_: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's own errors (a form that cannot be parsed, an unknown path,
+    a wrong method) in the shape of ours: the detail and a stable code."""
+    assert isinstance(exc, HTTPException)
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    try:
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        code = "error"
+    content = {"detail": jsonable_encoder(exc.detail), "code": code}
+    return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
 
 async def request_validation_handler(_: Request, exc: Exception) -> JSONResponse:

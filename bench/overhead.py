@@ -230,7 +230,10 @@ def run_service(
         warm = wait_until_warm(process.pid, timeout=180)
         warmed = time.perf_counter()
 
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        # The key `netkiln up` created on its first start, as a user would use it.
+        key = (data_dir / "api-key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
             cpu_before = {p.pid: p for p in session_processes(process.pid)}
             busy_before = system_busy_s()
             submitted = time.perf_counter()

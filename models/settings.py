@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.tenancy import Limits
+
 #: The queue every training task goes to; GPU workers consume it.
 JOB_QUEUE = "netkiln.jobs"
 
@@ -29,7 +31,31 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="Celery broker URL; default a filesystem broker in data_dir."
     )
-    max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    auth: Literal["keys", "none"] = Field(
+        default="keys",
+        description="keys: every /v1 request needs 'Authorization: Bearer <key>' and sees "
+        "only its tenant's jobs and uploads; none: single-tenant, no keys (tenant 'default').",
+    )
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0, description="Per uploaded file, for every tenant."
+    )
+    max_request_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="JSON request bodies (job specs)."
+    )
+    read_cache_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="Per API process: how long a running job's status document and an API "
+        "key's tenant are answered from memory (a revoked key stops working within this "
+        "time); 0 turns it off.",
+    )
+    max_json_depth: int = Field(default=32, ge=4, le=256, description="JSON nesting levels.")
+    limit_max_running_jobs: int | None = Field(default=None, ge=1)
+    limit_max_queued_jobs: int | None = Field(default=None, ge=1)
+    limit_max_params: int | None = Field(default=None, ge=1)
+    limit_max_epoch_examples: int | None = Field(default=None, ge=1)
+    limit_max_upload_bytes: int | None = Field(default=None, ge=1)
     max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per job.")
     heartbeat_interval: float = Field(
         default=1.0,
@@ -48,6 +74,20 @@ class Settings(BaseSettings):
         gt=0,
         description="A job still queued this long after its message was sent gets another.",
     )
+    worker_max_tasks_per_child: int | None = Field(
+        default=500,
+        ge=0,
+        description="A worker's pool process is replaced by a fresh one after this many jobs "
+        "(0 or None: never). A backstop against memory a long-lived process accumulates; the "
+        "new process imports TensorFlow again, a few seconds before it takes the next job.",
+    )
+    worker_max_memory_per_child_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="A pool process whose peak resident memory (ru_maxrss) passed this many "
+        "MB is replaced once its job ends (0 or None: never). The peak, not the current "
+        "size: one big job is enough, so set it above what your largest job needs.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -59,6 +99,23 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         # Worker and API may run from different working directories.
         return value.expanduser().resolve()
+
+    @field_validator("worker_max_tasks_per_child", "worker_max_memory_per_child_mb")
+    @classmethod
+    def _zero_is_never(cls, value: int | None) -> int | None:
+        # An environment variable cannot say None; 0 turns recycling off as well.
+        return value or None
+
+    @property
+    def default_limits(self) -> Limits:
+        """Every tenant's limits unless its own say otherwise (``NETKILN_LIMIT_*``)."""
+        return Limits(
+            max_running_jobs=self.limit_max_running_jobs,
+            max_queued_jobs=self.limit_max_queued_jobs,
+            max_params=self.limit_max_params,
+            max_epoch_examples=self.limit_max_epoch_examples,
+            max_upload_bytes=self.limit_max_upload_bytes,
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -91,10 +91,47 @@ class Base(DeclarativeBase):
     }
 
 
+#: Tenant ids are short slugs people type (``netkiln keys create --tenant acme``).
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+#: Where single-tenant mode (``NETKILN_AUTH=none``) and rows from before tenants belong.
+DEFAULT_TENANT = "default"
+
+
+class Tenant(Base):
+    """Who owns jobs, uploads and API keys. ``limits`` overrides the server-wide defaults
+    (``NETKILN_LIMIT_*``) field by field; see :class:`models.tenancy.Limits`."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A bearer key, stored as its SHA-256: keys are 256 random bits, so a fast hash is
+    enough (nothing to brute-force) and lets every request look the key up by index."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(
+        String(16), doc="The key's first characters, to tell keys apart in listings."
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_api_keys_tenant_id", "tenant_id"),)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), default=DEFAULT_TENANT)
     name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[JobStatus] = mapped_column(
@@ -127,7 +164,9 @@ class Job(Base):
         Integer, doc="Epochs the newest checkpoint holds; a retry resumes after it."
     )
     cancel_requested_at: Mapped[datetime | None]
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(255), doc="Unique per tenant: a retried POST finds its first job."
+    )
 
     params_total: Mapped[int | None] = mapped_column(BigInteger)
     params_trainable: Mapped[int | None] = mapped_column(BigInteger)
@@ -157,6 +196,9 @@ class Job(Base):
         # Listing is newest first, paginated by (created_at, id).
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
+        Index("ix_jobs_tenant_id_status", "tenant_id", "status"),
+        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at"),
+        UniqueConstraint("tenant_id", "idempotency_key"),
     )
 
 
@@ -215,6 +257,7 @@ class BaseModel(Base):
     __tablename__ = "base_models"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), default=DEFAULT_TENANT)
     name: Mapped[str | None] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(255), doc="As uploaded.")
     format: Mapped[str] = mapped_column(String(16), doc="keras or h5.")
@@ -226,7 +269,10 @@ class BaseModel(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_base_models_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_base_models_created_at_id", "created_at", "id"),
+        Index("ix_base_models_tenant_id_created_at", "tenant_id", "created_at"),
+    )
 
 
 class Dataset(Base):
@@ -236,6 +282,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), default=DEFAULT_TENANT)
     name: Mapped[str | None] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(16), doc="As uploaded: npz or csv.")
     uri: Mapped[str] = mapped_column(Text, doc="file:// path of the normalized .npz.")
@@ -246,4 +293,7 @@ class Dataset(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_datasets_created_at_id", "created_at", "id"),
+        Index("ix_datasets_tenant_id_created_at", "tenant_id", "created_at"),
+    )

@@ -47,9 +47,7 @@ class InvalidUpload(ValueError):
 
 class UploadTooLarge(ValueError):
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"the upload exceeds the limit of {limit} bytes (NETKILN_MAX_UPLOAD_BYTES)"
-        )
+        super().__init__(f"the upload exceeds the limit of {limit} bytes (max_upload_bytes)")
         self.limit = limit
 
 

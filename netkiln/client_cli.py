@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from netkiln.admin_cli import local_key
 from netkiln.client import DEFAULT_URL, ApiError, Client, format_detail
 
 UrlOption = Annotated[
@@ -32,7 +33,11 @@ UrlOption = Annotated[
 KeyOption = Annotated[
     str | None,
     typer.Option(
-        "--key", envvar="NETKILN_API_KEY", help="Sent as a Bearer token.", show_envvar=True
+        "--key",
+        envvar="NETKILN_API_KEY",
+        help="Sent as a Bearer token. [default: the key `netkiln up` saved in "
+        "$NETKILN_DATA_DIR/api-key]",
+        show_envvar=True,
     ),
 ]
 SpecArgument = Annotated[
@@ -43,6 +48,8 @@ JobIdArgument = Annotated[str, typer.Argument(help="A job id.")]
 TERMINAL = {"succeeded", "failed", "cancelled"}
 #: How often ``submit --wait`` reads the job for its batch progress.
 POLL_SECONDS = 0.5
+#: After the event stream ended, how long to wait for a status read to show the end.
+SETTLE_SECONDS = 5.0
 STATUS_STYLE = {
     "queued": "yellow",
     "running": "cyan",
@@ -59,7 +66,7 @@ err = Console(stderr=True, highlight=False)
 def _client(url: str, key: str | None) -> Iterator[Client]:
     """The client; an error answer or an unreachable server ends the command with 1."""
     try:
-        with Client(url, key) as client:
+        with Client(url, key or local_key()) as client:
             yield client
     except ApiError as exc:
         err.print(f"[red]error {exc.status_code}[/red]: {format_detail(exc.detail)}")
@@ -152,28 +159,54 @@ def _follow(client: Client, job: dict[str, Any]) -> int:
             target=_poll, args=(client, job_id, progress, batches, stop), daemon=True
         )
         poller.start()
+        last_event = 0
         try:
-            for event in client.events(job_id):
-                data = event["data"]
-                if event.get("event") == "epoch":
-                    epoch, total = data["epoch"], data.get("epochs") or epochs
-                    progress.console.print(
-                        f"epoch {epoch}/{total}  {_metrics(data)}  ({data.get('seconds', 0):.1f}s)"
-                    )
-                    progress.update(overall, completed=epoch, total=total)
-                    progress.reset(batches, description=f"epoch {epoch + 1}", metrics="")
-                elif event.get("event") == "status":
-                    progress.console.print(f"status: {_status(data['status'])}")
-                elif event.get("event") == "log" and data.get("level") in {"warning", "error"}:
-                    progress.console.print(f"{data['level']}: {data['message']}")
+            while True:
+                for event in client.events(job_id, after=last_event):
+                    last_event = int(event.get("id") or last_event)
+                    _show(progress, overall, batches, event, epochs)
+                final = _settled(client, job_id)
+                if final is not None:
+                    break
+                # The stream broke off before the job ended: pick it up where it stopped.
         finally:
             stop.set()
             poller.join(timeout=2)
-        final = client.job(job_id)
         if final["status"] == "succeeded":
             progress.update(overall, completed=final["progress"]["epochs"])
         progress.remove_task(batches)
     return _outcome(final)
+
+
+def _settled(client: Client, job_id: str) -> dict[str, Any] | None:
+    """The ended job, once a status read shows it: reads may lag the event stream by the
+    server's read cache (NETKILN_READ_CACHE_SECONDS, under a second). None if the job
+    is still going after a few seconds."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        job = client.job(job_id)
+        if job["status"] in TERMINAL or time.monotonic() > deadline:
+            return job if job["status"] in TERMINAL else None
+        time.sleep(0.2)
+
+
+def _show(
+    progress: Progress, overall: TaskID, batches: TaskID, event: dict[str, Any], epochs: int | None
+) -> None:
+    """One event of the stream as a line above the bars."""
+    data = event["data"]
+    kind = event.get("event")
+    if kind == "epoch":
+        epoch, total = data["epoch"], data.get("epochs") or epochs
+        progress.console.print(
+            f"epoch {epoch}/{total}  {_metrics(data)}  ({data.get('seconds', 0):.1f}s)"
+        )
+        progress.update(overall, completed=epoch, total=total)
+        progress.reset(batches, description=f"epoch {epoch + 1}", metrics="")
+    elif kind == "status":
+        progress.console.print(f"status: {_status(data['status'])}")
+    elif kind == "log" and data.get("level") in {"warning", "error"}:
+        progress.console.print(f"{data['level']}: {data['message']}")
 
 
 def _poll(

@@ -15,9 +15,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from models.settings import Settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,12 +53,35 @@ class Backend:
             env["NETKILN_BROKER_URL"] = self.broker_url
         return env
 
-    def settings(self):  # type: ignore[no-untyped-def]
+    def settings(self) -> Settings:
         from models.settings import Settings
 
         return Settings(
             data_dir=self.data_dir, database_url=self.database_url, broker_url=self.broker_url
         )
+
+
+def new_api_key(database_url: str, tenant: str = "default") -> str:
+    """A fresh key of ``tenant`` (rows tests insert directly belong to ``default``)."""
+    from models.db import transaction
+    from models.tenancy import create_key
+
+    with transaction(database_url) as session:
+        _, key = create_key(session, tenant, name="tests")
+    return key
+
+
+def auth_headers(settings: Settings, tenant: str = "default") -> dict[str, str]:
+    return {"Authorization": f"Bearer {new_api_key(settings.resolved_database_url, tenant)}"}
+
+
+def api_client(settings: Settings, tenant: str = "default") -> TestClient:
+    """A client of an in-process app, with a key of ``tenant``; use it as a context."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    return TestClient(create_app(settings), headers=auth_headers(settings, tenant))
 
 
 def _unavailable(reason: str) -> None:

@@ -4,6 +4,7 @@ over by another attempt cannot overwrite the newer attempt's state."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,9 +16,12 @@ from sqlalchemy.orm import Session
 
 from models.db import transaction
 from models.events import add_event, add_status_event
-from models.tables import Artifact, EpochMetrics, Job, JobStatus, utcnow
+from models.tables import Artifact, EpochMetrics, Job, JobStatus, Tenant, utcnow
+from models.tenancy import Limits, count_jobs
 from worker.artifacts import StoredArtifact
 from worker.errors import JobError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,17 @@ class JobStore:
         self.job_id = job_id
         self.attempt = 0
 
-    def claim(self, host: str) -> Claim | None:
+    def claim(self, host: str, default_limits: Limits) -> Claim | None:
         """Move a queued job to running; None if it is not queued (a duplicate message,
-        or a job cancelled while it waited)."""
+        or a job cancelled while it waited), or if its tenant already runs as many jobs
+        as it may: then the job stays queued, unsent, and the reconciler sends it again."""
         now = utcnow()
         with transaction(self.database_url) as session:
             job = session.get(Job, self.job_id, with_for_update=True)
             if job is None or job.status != JobStatus.QUEUED:
+                return None
+            if self._tenant_is_busy(session, job, default_limits):
+                job.dispatched_at = None
                 return None
             job.status = JobStatus.RUNNING
             job.attempt += 1
@@ -51,6 +59,26 @@ class JobStore:
             self.attempt = job.attempt
             add_status_event(session, job, reason=f"attempt {job.attempt} on {host}")
             return Claim(dict(job.spec), job.attempt, job.checkpoint_epoch)
+
+    @staticmethod
+    def _tenant_is_busy(session: Session, job: Job, default_limits: Limits) -> bool:
+        # Locking the tenant row serializes claims of one tenant's jobs across workers,
+        # so two of them cannot both take the last free slot.
+        tenant = session.get(Tenant, job.tenant_id, with_for_update=True)
+        limits = default_limits.over(tenant.limits if tenant else {})
+        if limits.max_running_jobs is None:
+            return False
+        running = count_jobs(session, job.tenant_id, JobStatus.RUNNING)
+        if running < limits.max_running_jobs:
+            return False
+        log.info(
+            "job %s waits: tenant %s runs %d jobs (max_running_jobs %d)",
+            job.id,
+            job.tenant_id,
+            running,
+            limits.max_running_jobs,
+        )
+        return True
 
     def record_model(
         self, params: tuple[int, int, int], versions: Mapping[str, str], epochs: int

@@ -8,20 +8,26 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
 from api.body_limit import UploadRoute
-from api.deps import SessionDep, SettingsDep
-from api.errors import NotFound
+from api.deps import CallerDep, SessionDep, SettingsDep, get_caller
+from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import base_models as service
 from api.services.uploads import newest_first
 from api.upload_schemas import BaseModelOut, BaseModelPage
 from models.tables import BaseModel as BaseModelRow
 from models.uploads import discard, path_of
 
-router = APIRouter(prefix="/v1/models", tags=["models"], route_class=UploadRoute)
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["models"],
+    route_class=UploadRoute,
+    dependencies=[Depends(get_caller)],
+    responses=UNAUTHORIZED,
+)
 
 
-def base_model_or_404(model_id: uuid.UUID, session: SessionDep) -> BaseModelRow:
+def base_model_or_404(model_id: uuid.UUID, session: SessionDep, caller: CallerDep) -> BaseModelRow:
     row = session.get(BaseModelRow, model_id)
-    if row is None:
+    if row is None or row.tenant_id != caller.tenant:
         raise NotFound(f"no uploaded model {model_id}")
     return row
 
@@ -34,7 +40,12 @@ BaseModelDep = Annotated[BaseModelRow, Depends(base_model_or_404)]
     status_code=status.HTTP_201_CREATED,
     response_model=BaseModelOut,
     responses={
-        413: {"description": "Larger than NETKILN_MAX_UPLOAD_BYTES."},
+        **error_responses(
+            {
+                400: "The body is not a multipart form.",
+                413: "Larger than the tenant's upload limit.",
+            }
+        ),
         422: {
             "description": "Not a Keras model, damaged, or not accepted (a Lambda layer, "
             "a custom object, a zip bomb); the detail says which."
@@ -45,12 +56,13 @@ def upload_model(
     file: Annotated[UploadFile, File(description="A .keras or legacy .h5 Keras model.")],
     session: SessionDep,
     settings: SettingsDep,
+    caller: CallerDep,
     response: Response,
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> BaseModelOut:
     """The file is inspected, never loaded: layers that carry code (Lambda) and custom
     objects other than netkiln's layers are refused."""
-    row = service.create(session, settings, file.file, file.filename, name)
+    row = service.create(session, settings, caller, file.file, file.filename, name)
     try:
         session.commit()
     except Exception:
@@ -60,18 +72,27 @@ def upload_model(
     return BaseModelOut.from_row(row)
 
 
-@router.get("", response_model=BaseModelPage)
+@router.get(
+    "",
+    response_model=BaseModelPage,
+    responses=error_responses({400: "A cursor this API did not issue."}),
+)
 def list_models(
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> BaseModelPage:
-    rows, next_cursor = newest_first(session, BaseModelRow, limit, cursor)
+    rows, next_cursor = newest_first(session, BaseModelRow, caller.tenant, limit, cursor)
     return BaseModelPage(
         items=[BaseModelOut.from_row(row) for row in rows], next_cursor=next_cursor
     )
 
 
-@router.get("/{model_id}", response_model=BaseModelOut)
+@router.get(
+    "/{model_id}",
+    response_model=BaseModelOut,
+    responses=error_responses({404: "No such uploaded model."}),
+)
 def get_model(model: BaseModelDep) -> BaseModelOut:
     return BaseModelOut.from_row(model)

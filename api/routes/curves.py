@@ -14,16 +14,18 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from matplotlib.figure import Figure
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import JobDep, SessionDep
-from api.errors import Conflict, NetkilnError, NotFound
+from api.deps import CallerDep, JobDep, SessionDep, get_caller
+from api.errors import UNAUTHORIZED, Conflict, NetkilnError, NotFound, error_responses
 from models.tables import EpochMetrics, Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["curves"])
+router = APIRouter(
+    prefix="/v1/jobs", tags=["curves"], dependencies=[Depends(get_caller)], responses=UNAUTHORIZED
+)
 
 #: 10 × 6 inches at 100 dpi: every PNG is 1000 × 600 pixels.
 FIGSIZE = (10.0, 6.0)
@@ -121,7 +123,8 @@ def draw_comparison(metric: str, series: Sequence[tuple[str, str, Rows]]) -> Fig
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="best", fontsize="small")
+    if axes.get_legend_handles_labels()[0]:  # else no job recorded the metric
+        axes.legend(loc="best", fontsize="small")
     axes.set_title(f"{metric} of {len(series)} jobs")
     figure.tight_layout()
     return figure
@@ -130,10 +133,20 @@ def draw_comparison(metric: str, series: Sequence[tuple[str, str, Rows]]) -> Fig
 @router.get(
     "/compare.png",
     response_class=Response,
-    responses={**PNG, 404: {"description": "An unknown job id."}},
+    responses={
+        **PNG,
+        **error_responses(
+            {
+                400: "ids is not 1 to 20 comma-separated job ids.",
+                404: "An unknown job id.",
+                409: "None of the jobs has finished an epoch yet.",
+            }
+        ),
+    },
 )
 def compare_png(
     session: SessionDep,
+    caller: CallerDep,
     ids: Annotated[str, Query(description="Comma-separated job ids.")],
     metric: Annotated[
         str, Query(max_length=100, description="Falls back to its training twin (loss).")
@@ -149,7 +162,7 @@ def compare_png(
     series: list[tuple[str, str, Rows]] = []
     for job_id in job_ids:
         job = session.get(Job, job_id)
-        if job is None:
+        if job is None or job.tenant_id != caller.tenant:
             raise NotFound(f"no job {job_id}")
         label = job.name or str(job.id)[:8]
         if any(existing == label for existing, _, _ in series):
@@ -164,7 +177,7 @@ def compare_png(
 @router.get(
     "/{job_id}/curves.png",
     response_class=Response,
-    responses={**PNG, 404: {"description": "No such job."}, 409: {"description": "No epochs yet."}},
+    responses={**PNG, **error_responses({404: "No such job.", 409: "No epochs yet."})},
 )
 def curves_png(job: JobDep, session: SessionDep) -> Response:
     """The job's learning curves: loss and metrics, train solid and validation dashed, and

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
 from api.body_limit import UploadRoute
-from api.deps import SessionDep, SettingsDep
-from api.errors import NotFound
+from api.deps import CallerDep, SessionDep, SettingsDep, get_caller
+from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import datasets as service
 from api.services.uploads import newest_first
 from api.upload_schemas import DatasetOut, DatasetPage
@@ -17,7 +17,13 @@ from models.spec.data import BUILTIN_DATASETS
 from models.tables import Dataset
 from models.uploads import discard, path_of
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UploadRoute)
+router = APIRouter(
+    prefix="/v1/datasets",
+    tags=["datasets"],
+    route_class=UploadRoute,
+    dependencies=[Depends(get_caller)],
+    responses=UNAUTHORIZED,
+)
 
 
 @router.post(
@@ -25,7 +31,12 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UploadR
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetOut,
     responses={
-        413: {"description": "Larger than NETKILN_MAX_UPLOAD_BYTES."},
+        **error_responses(
+            {
+                400: "The body is not a multipart form.",
+                413: "Larger than the tenant's upload limit.",
+            }
+        ),
         422: {
             "description": "Not a dataset netkiln accepts (pickled arrays, non-numeric "
             "features, mismatched lengths, …); the detail says which."
@@ -42,6 +53,7 @@ def upload_dataset(
     ],
     session: SessionDep,
     settings: SettingsDep,
+    caller: CallerDep,
     response: Response,
     name: Annotated[str | None, Form(max_length=200)] = None,
     label: Annotated[
@@ -52,7 +64,9 @@ def upload_dataset(
         Form(ge=0, lt=1, description="Hold out this share as the test split (seeded, 0)."),
     ] = 0.0,
 ) -> DatasetOut:
-    row = service.create(session, settings, file.file, file.filename, name, label, test_fraction)
+    row = service.create(
+        session, settings, caller, file.file, file.filename, name, label, test_fraction
+    )
     try:
         session.commit()
     except Exception:
@@ -62,21 +76,30 @@ def upload_dataset(
     return DatasetOut.from_row(row)
 
 
-@router.get("", response_model=DatasetPage)
+@router.get(
+    "",
+    response_model=DatasetPage,
+    responses=error_responses({400: "A cursor this API did not issue."}),
+)
 def list_datasets(
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=200, description="Uploads per page.")] = 50,
     cursor: str | None = None,
 ) -> DatasetPage:
-    rows, next_cursor = newest_first(session, Dataset, limit, cursor)
+    rows, next_cursor = newest_first(session, Dataset, caller.tenant, limit, cursor)
     first = service.builtins() if cursor is None else []
     return DatasetPage(
         items=[*first, *(DatasetOut.from_row(row) for row in rows)], next_cursor=next_cursor
     )
 
 
-@router.get("/{dataset}", response_model=DatasetOut)
-def get_dataset(dataset: str, session: SessionDep) -> DatasetOut:
+@router.get(
+    "/{dataset}",
+    response_model=DatasetOut,
+    responses=error_responses({404: "No such built-in or uploaded dataset."}),
+)
+def get_dataset(dataset: str, session: SessionDep, caller: CallerDep) -> DatasetOut:
     """A built-in by name (``mnist``), or an upload by id."""
     if dataset in BUILTIN_DATASETS:
         return service.builtin(dataset)
@@ -84,6 +107,6 @@ def get_dataset(dataset: str, session: SessionDep) -> DatasetOut:
         row = session.get(Dataset, uuid.UUID(dataset))
     except ValueError:
         row = None
-    if row is None:
+    if row is None or row.tenant_id != caller.tenant:
         raise NotFound(f"no dataset {dataset}")
     return DatasetOut.from_row(row)

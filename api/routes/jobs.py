@@ -11,28 +11,40 @@ from typing import Annotated, Literal
 from urllib.parse import unquote, urlparse
 
 import anyio
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CeleryDep, JobDep, SessionDep, SettingsDep
-from api.errors import Conflict, NotFound
+from api.auth import authenticate, bearer, remembered_caller
+from api.cache import JobDocument, ReadCache
+from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep
+from api.errors import UNAUTHORIZED, Conflict, NotFound, error_responses
+from api.json_body import JsonRoute
 from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import jobs as service
 from api.services.inspection import inspect
+from api.services.limits import check_limits
 from models.db import session_factory
+from models.settings import Settings
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.tables import Artifact, EpochMetrics, Job, JobStatus
+from models.tenancy import Caller
 from worker.dispatch import dispatch
 
 log = logging.getLogger(__name__)
 
 #: How often an open event stream looks for new events.
 EVENT_POLL_SECONDS = 0.5
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# Every route authenticates: through ``CallerDep`` (``JobDep`` includes it), JsonRoute
+# for bodies, and get_job by hand, so that its hot path needs no thread-pool hop.
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=JsonRoute, responses=UNAUTHORIZED)
+#: Every route of one job: an unknown id, or another tenant's.
+NO_JOB = error_responses({404: "No such job."})
 
 MEDIA_TYPES = {
     "keras": "application/zip",
@@ -52,6 +64,14 @@ SUFFIXES = {"keras": "keras", "h5": "h5", "checkpoint": "checkpoint.keras"}
             "description": "dry_run=true: the expanded model, nothing queued",
         },
         202: {"model": JobOut, "description": "The job, queued"},
+        **error_responses(
+            {
+                409: "The Idempotency-Key was used before with another spec.",
+                413: "The body exceeds NETKILN_MAX_REQUEST_BYTES.",
+                415: "The body is not sent as application/json.",
+                429: "The tenant's max_queued_jobs are waiting already.",
+            }
+        ),
     },
 )
 def submit_job(
@@ -62,6 +82,7 @@ def submit_job(
     session: SessionDep,
     celery: CeleryDep,
     settings: SettingsDep,
+    caller: CallerDep,
     response: Response,
     dry_run: Annotated[
         bool, Query(description="Validate and summarize the model; store and queue nothing.")
@@ -75,7 +96,8 @@ def submit_job(
     ] = None,
 ) -> JobOut | DryRunOut:
     if dry_run:
-        inspection = inspect(session, spec)
+        inspection = inspect(session, spec, caller.tenant)
+        check_limits(session, spec, caller, inspection.summary, queueing=False)
         response.status_code = status.HTTP_200_OK
         return DryRunOut(
             spec=spec.model_dump(mode="json"),
@@ -83,12 +105,12 @@ def submit_job(
             warnings=inspection.warnings,
         )
     if idempotency_key is not None:
-        existing = service.find_by_idempotency_key(session, idempotency_key, spec)
+        existing = service.find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
         if existing is not None:
             response.status_code = status.HTTP_200_OK
             response.headers["Location"] = f"/v1/jobs/{existing.id}"
             return JobOut.from_row(existing)
-    job = service.submit(session, spec, settings.max_attempts, idempotency_key)
+    job = service.submit(session, spec, caller, settings.max_attempts, idempotency_key)
     # Commit before enqueueing: a worker must never receive an id it cannot read.
     try:
         session.commit()
@@ -97,7 +119,7 @@ def submit_job(
         session.rollback()
         if idempotency_key is None:
             raise
-        existing = service.find_by_idempotency_key(session, idempotency_key, spec)
+        existing = service.find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
         if existing is None:
             raise
         response.status_code = status.HTTP_200_OK
@@ -113,39 +135,86 @@ def submit_job(
     return JobOut.from_row(job)
 
 
-@router.get("", response_model=JobPage)
+@router.get(
+    "",
+    response_model=JobPage,
+    responses=error_responses({400: "A cursor this API did not issue."}),
+)
 def list_jobs(
     session: SessionDep,
+    caller: CallerDep,
     status: JobStatus | None = None,
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobPage:
     rows, next_cursor = service.list_jobs(
-        session, status=status, kind=kind, limit=limit, cursor=cursor
+        session, caller.tenant, status=status, kind=kind, limit=limit, cursor=cursor
     )
     return JobPage(items=[JobOut.from_row(job) for job in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job: JobDep, session: SessionDep) -> JobOut:
-    artifacts = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
-    return JobOut.from_row(job, artifacts, detailed=True)
+@router.get("/{job_id}", response_model=JobOut, responses=NO_JOB)
+async def get_job(
+    job_id: uuid.UUID,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Response:
+    """The job's status document: the API's hottest read, since clients poll it. Served
+    from the read cache when it can be (no thread-pool hop, no query), else read in one
+    hop with one session."""
+    settings: Settings = request.app.state.settings
+    cache: ReadCache = request.app.state.read_cache
+    key = credentials.credentials if credentials else None
+    remembered = remembered_caller(settings, key, cache)
+    document = cache.job(job_id)
+    if remembered is None or document is None:
+        caller, document = await run_in_threadpool(
+            _read_job_document, settings, cache, key, job_id, document
+        )
+    else:
+        caller = remembered
+    if document is None or document.tenant != caller.tenant:
+        raise NotFound(f"no job {job_id}")
+    return Response(document.body, media_type="application/json")
+
+
+def _read_job_document(
+    settings: Settings,
+    cache: ReadCache,
+    key: str | None,
+    job_id: uuid.UUID,
+    document: JobDocument | None,
+) -> tuple[Caller, JobDocument | None]:
+    with session_factory(settings.resolved_database_url)() as session:
+        caller = authenticate(settings, session, key, cache)
+        if document is not None:
+            return caller, document
+        job = session.get(Job, job_id)
+        if job is None:
+            return caller, None
+        artifacts = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
+        body = JobOut.from_row(job, artifacts, detailed=True).model_dump_json().encode()
+    document = JobDocument(job.tenant_id, body, finished=JobStatus(job.status).is_terminal)
+    cache.remember_job(job_id, document)
+    return caller, document
 
 
 @router.post(
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses={409: {"description": "The job has already ended."}},
+    responses={**NO_JOB, **error_responses({409: "The job has already ended."})},
 )
-def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+def cancel_job(job: JobDep, session: SessionDep, request: Request) -> JobOut:
     """A queued job ends ``cancelled`` at once; a running one stops within a batch of its
     worker noticing (about a second) and keeps its checkpoint and metrics so far."""
-    return JobOut.from_row(service.cancel(session, job))
+    cancelled = JobOut.from_row(service.cancel(session, job))
+    request.app.state.read_cache.forget_job(job.id)
+    return cancelled
 
 
-@router.get("/{job_id}/logs", response_model=LogPage)
+@router.get("/{job_id}/logs", response_model=LogPage, responses=NO_JOB)
 def get_logs(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0) -> LogPage:
     rows = service.events_after(session, job.id, after, kinds=("log",))
     return LogPage(
@@ -163,11 +232,16 @@ def get_logs(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)
 @router.get(
     "/{job_id}/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+        **NO_JOB,
+    },
 )
 async def stream_events(
     job_id: uuid.UUID,
+    request: Request,
     settings: SettingsDep,
+    caller: CallerDep,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[int | None, Query(ge=0, description="Resume after this event id.")] = None,
 ) -> EventSourceResponse:
@@ -179,7 +253,7 @@ async def stream_events(
     def read(cursor: int) -> tuple[list[tuple[int, str, str]], bool | None]:
         with factory() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or job.tenant_id != caller.tenant:
                 return [], None
             rows = service.events_after(session, job_id, cursor)
             return [(row.id, row.kind, json.dumps(row.data)) for row in rows], JobStatus(
@@ -199,6 +273,8 @@ async def stream_events(
                 yield ServerSentEvent(id=str(event_id), event=kind, data=data)
                 cursor = event_id
             if done and not batch:
+                # This process's next status read shows the end the stream just told.
+                request.app.state.read_cache.forget_job(job_id)
                 return
             if not batch:
                 await anyio.sleep(EVENT_POLL_SECONDS)
@@ -215,7 +291,7 @@ def _event_id(header: str | None) -> int:
         return 0
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsOut)
+@router.get("/{job_id}/metrics", response_model=MetricsOut, responses=NO_JOB)
 def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
     rows = session.scalars(
         select(EpochMetrics).where(EpochMetrics.job_id == job.id).order_by(EpochMetrics.epoch)
@@ -233,7 +309,12 @@ def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
     responses={
         200: {"content": {media: {} for media in MEDIA_TYPES.values()}},
         304: {"description": "Unchanged since the ETag in If-None-Match."},
-        409: {"description": "The job has not succeeded (yet)."},
+        **error_responses(
+            {
+                404: "No such job, or it has no model of this format.",
+                409: "The job has not succeeded (yet).",
+            }
+        ),
     },
 )
 def download_model(

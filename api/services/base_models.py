@@ -7,10 +7,19 @@ from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from api.services.uploads import HDF5_MAGIC, ZIP_MAGIC, clean_filename, magic, refusals, stage
+from api.services.uploads import (
+    HDF5_MAGIC,
+    ZIP_MAGIC,
+    clean_filename,
+    magic,
+    refusals,
+    stage,
+    upload_limit,
+)
 from models.model_files import ModelFormat, inspect_model_file
 from models.settings import Settings
 from models.tables import BaseModel as BaseModelRow
+from models.tenancy import Caller
 from models.uploads import (
     InvalidUpload,
     expanded_limit,
@@ -24,6 +33,7 @@ from models.uploads import (
 def create(
     session: Session,
     settings: Settings,
+    caller: Caller,
     source: BinaryIO,
     filename: str | None,
     name: str | None,
@@ -32,14 +42,14 @@ def create(
     4xx, leaving nothing behind."""
     model_id = uuid.uuid4()
     with refusals(), staging(settings.data_dir) as folder:
-        staged = stage(source, folder, settings.max_upload_bytes)
+        limit = upload_limit(settings, caller)
+        staged = stage(source, folder, limit)
         format = sniff(magic(staged.path))
-        summary = inspect_model_file(
-            staged.path, format, folder, expanded_limit(settings.max_upload_bytes)
-        )
+        summary = inspect_model_file(staged.path, format, folder, expanded_limit(limit))
         final = stored_path(settings.data_dir, "models", model_id, f"model.{format}")
         row = BaseModelRow(
             id=model_id,
+            tenant_id=caller.tenant,
             name=name,
             filename=clean_filename(filename, f"model.{format}"),
             format=format,

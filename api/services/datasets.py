@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from api.services.uploads import ZIP_MAGIC, magic, refusals, stage
+from api.services.uploads import ZIP_MAGIC, magic, refusals, stage, upload_limit
 from api.upload_schemas import DatasetOut
 from models.dataset_files import (
     DatasetFormat,
@@ -20,8 +20,9 @@ from models.dataset_files import (
     write_npz,
 )
 from models.settings import Settings
-from models.spec.data import BUILTIN_DATASETS
+from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS
 from models.tables import Dataset
+from models.tenancy import Caller
 from models.uploads import (
     InvalidUpload,
     expanded_limit,
@@ -31,13 +32,6 @@ from models.uploads import (
     staging,
     stored_path,
 )
-
-#: name → (train examples, test examples, x dtype, y dtype), as the worker loads them.
-BUILTIN_SPLITS: dict[str, tuple[int, int, str, str]] = {
-    "digits": (1437, 360, "float64", "int64"),
-    "mnist": (60000, 10000, "uint8", "uint8"),
-    "fashion_mnist": (60000, 10000, "uint8", "uint8"),
-}
 
 
 def builtins() -> list[DatasetOut]:
@@ -75,6 +69,7 @@ def builtin(name: str) -> DatasetOut:
 def create(
     session: Session,
     settings: Settings,
+    caller: Caller,
     source: BinaryIO,
     filename: str | None,
     name: str | None,
@@ -85,10 +80,11 @@ def create(
     anything else with a 4xx, leaving nothing behind."""
     dataset_id = uuid.uuid4()
     with refusals(), staging(settings.data_dir) as folder:
-        staged = stage(source, folder, settings.max_upload_bytes)
+        limit = upload_limit(settings, caller)
+        staged = stage(source, folder, limit)
         format = sniff(magic(staged.path), filename)
         if format == "npz":
-            arrays = read_npz(staged.path, expanded_limit(settings.max_upload_bytes))
+            arrays = read_npz(staged.path, expanded_limit(limit))
             if test_fraction and "x_test" in arrays:
                 raise InvalidUpload("the .npz file has a test split; leave test_fraction out")
             if test_fraction and "x_train" in arrays and "y_train" in arrays:
@@ -100,6 +96,7 @@ def create(
         final = stored_path(settings.data_dir, "datasets", dataset_id, "data.npz")
         row = Dataset(
             id=dataset_id,
+            tenant_id=caller.tenant,
             name=name,
             format=format,
             uri=file_uri(final),

@@ -15,7 +15,7 @@ from models.spec.lint import SpecWarning, lint
 from models.spec.transfer import JobBase
 from models.spec.transfer_lint import lint_transfer
 from models.summary import InvalidLayerError, LayerSummary, ModelSummary, summarize
-from models.tables import BaseModel, Job, JobStatus
+from models.tables import BaseModel, Dataset, Job, JobStatus
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,19 @@ class Inspection:
     warnings: list[SpecWarning]
 
 
-def inspect(session: Session, spec: AnyJobSpec) -> Inspection:
+def inspect(session: Session, spec: AnyJobSpec, tenant: str) -> Inspection:
+    """The dry run. Everything the spec refers to (an uploaded dataset, a base job or
+    model) must belong to ``tenant``; another tenant's ids read as unknown."""
+    if spec.dataset.id is not None:
+        dataset = session.get(Dataset, spec.dataset.id)
+        if dataset is None or dataset.tenant_id != tenant:
+            raise InvalidSpec(f"no uploaded dataset {spec.dataset.id}", ["dataset", "id"])
     if isinstance(spec, TrainJobSpec):
         return Inspection(_summarize(spec.model, spec.batch_size, ["model"]), lint(spec))
     if isinstance(spec, PretrainJobSpec):
         # The job's model is the encoder; the decoder is scaffolding for training it.
         return Inspection(_summarize(spec.encoder, spec.batch_size, ["encoder"]), [])
-    return _inspect_transfer(session, spec)
+    return _inspect_transfer(session, spec, tenant)
 
 
 def _summarize(model: ModelSpec, batch_size: int, loc: list[str | int]) -> ModelSummary:
@@ -40,8 +46,8 @@ def _summarize(model: ModelSpec, batch_size: int, loc: list[str | int]) -> Model
         raise InvalidSpec(f"{exc.layer_type}: {exc.reason}", [*loc, "layers", exc.index]) from exc
 
 
-def _inspect_transfer(session: Session, spec: TransferJobSpec) -> Inspection:
-    base_summary = _base_summary(session, spec)
+def _inspect_transfer(session: Session, spec: TransferJobSpec, tenant: str) -> Inspection:
+    base_summary = _base_summary(session, spec, tenant)
     rows = base_summary["layers"]
     names = [row["name"] for row in rows]
     try:
@@ -107,10 +113,10 @@ def _row(row: dict[str, Any], index: int) -> dict[str, Any]:
     }
 
 
-def _base_summary(session: Session, spec: TransferJobSpec) -> dict[str, Any]:
+def _base_summary(session: Session, spec: TransferJobSpec, tenant: str) -> dict[str, Any]:
     if isinstance(spec.base, JobBase):
         job = session.get(Job, spec.base.job)
-        if job is None:
+        if job is None or job.tenant_id != tenant:
             raise InvalidSpec(f"no job {spec.base.job}", ["base", "job"])
         if JobStatus(job.status) != JobStatus.SUCCEEDED:
             raise InvalidSpec(
@@ -121,6 +127,6 @@ def _base_summary(session: Session, spec: TransferJobSpec) -> dict[str, Any]:
             raise InvalidSpec(f"base job {job.id} has no layer summary", ["base", "job"])
         return job.summary
     upload = session.get(BaseModel, spec.base.model)
-    if upload is None:
+    if upload is None or upload.tenant_id != tenant:
         raise InvalidSpec(f"no uploaded model {spec.base.model}", ["base", "model"])
     return upload.summary

@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NetkilnError
 from api.services.inspection import inspect
+from api.services.limits import check_limits
 from models.events import add_event, add_status_event
 from models.spec import AnyJobSpec
 from models.tables import Job, JobEvent, JobStatus, utcnow
+from models.tenancy import Caller
 
 
 class BadCursor(NetkilnError):
@@ -28,9 +30,14 @@ class IdempotencyConflict(NetkilnError):
     code = "idempotency_key_reused"
 
 
-def find_by_idempotency_key(session: Session, key: str, spec: AnyJobSpec) -> Job | None:
-    """The job an earlier POST with this key created; 409 if that POST had another spec."""
-    job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+def find_by_idempotency_key(
+    session: Session, tenant: str, key: str, spec: AnyJobSpec
+) -> Job | None:
+    """The job an earlier POST of this tenant with this key created; 409 if that POST had
+    another spec."""
+    job = session.scalars(
+        select(Job).where(Job.tenant_id == tenant, Job.idempotency_key == key)
+    ).one_or_none()
     if job is not None and job.spec != spec.model_dump(mode="json"):
         raise IdempotencyConflict(
             f"Idempotency-Key {key!r} was used for job {job.id} with a different spec"
@@ -39,11 +46,18 @@ def find_by_idempotency_key(session: Session, key: str, spec: AnyJobSpec) -> Job
 
 
 def submit(
-    session: Session, spec: AnyJobSpec, max_attempts: int, idempotency_key: str | None = None
+    session: Session,
+    spec: AnyJobSpec,
+    caller: Caller,
+    max_attempts: int,
+    idempotency_key: str | None = None,
 ) -> Job:
-    inspection = inspect(session, spec)
+    """Store a queued job, after checking it against the caller's limits."""
+    inspection = inspect(session, spec, caller.tenant)
     summary = inspection.summary
+    check_limits(session, spec, caller, summary)
     job = Job(
+        tenant_id=caller.tenant,
         idempotency_key=idempotency_key,
         name=spec.name,
         kind=spec.kind,
@@ -92,6 +106,7 @@ def events_after(
 
 def list_jobs(
     session: Session,
+    tenant: str,
     *,
     status: JobStatus | None,
     kind: str | None,
@@ -100,7 +115,9 @@ def list_jobs(
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated on (created_at, id) so pages stay stable while
     new jobs arrive."""
-    query: Select[Job] = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    query: Select[Job] = (
+        select(Job).where(Job.tenant_id == tenant).order_by(Job.created_at.desc(), Job.id.desc())
+    )
     if status is not None:
         query = query.where(Job.status == status)
     if kind is not None:

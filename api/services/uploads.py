@@ -6,15 +6,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from api.errors import NetkilnError
 from api.services.jobs import decode_cursor, encode_cursor
+from models.settings import Settings
 from models.tables import BaseModel as BaseModelRow
 from models.tables import Dataset
+from models.tenancy import Caller
 from models.uploads import InvalidUpload, StagedFile, UploadTooLarge, copy_bounded
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -30,6 +32,21 @@ class PayloadTooLarge(NetkilnError):
     status_code = 413
     code = "upload_too_large"
 
+    def __init__(self, message: str, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.allowed = limit
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "limit": "max_upload_bytes", "allowed": self.allowed}
+
+
+def upload_limit(settings: Settings, caller: Caller) -> int:
+    """Bytes one uploaded file may have: the server's cap, or the tenant's if lower."""
+    tenant_limit = caller.limits.max_upload_bytes
+    if tenant_limit is None:
+        return settings.max_upload_bytes
+    return min(tenant_limit, settings.max_upload_bytes)
+
 
 @contextmanager
 def refusals() -> Iterator[None]:
@@ -39,7 +56,7 @@ def refusals() -> Iterator[None]:
     except InvalidUpload as exc:
         raise UnprocessableUpload(str(exc)) from exc
     except UploadTooLarge as exc:
-        raise PayloadTooLarge(str(exc)) from exc
+        raise PayloadTooLarge(str(exc), exc.limit) from exc
 
 
 def stage(source: BinaryIO, folder: Path, limit: int) -> StagedFile:
@@ -64,10 +81,15 @@ Row = TypeVar("Row", BaseModelRow, Dataset)
 
 
 def newest_first(
-    session: Session, table: type[Row], limit: int, cursor: str | None
+    session: Session, table: type[Row], tenant: str, limit: int, cursor: str | None
 ) -> tuple[list[Row], str | None]:
-    """A page of uploads, newest first, keyset-paginated on (created_at, id) like jobs."""
-    query = select(table).order_by(table.created_at.desc(), table.id.desc())
+    """A page of a tenant's uploads, newest first, keyset-paginated on (created_at, id)
+    like jobs."""
+    query = (
+        select(table)
+        .where(table.tenant_id == tenant)
+        .order_by(table.created_at.desc(), table.id.desc())
+    )
     if cursor is not None:
         created_at, row_id = decode_cursor(cursor)
         query = query.where(

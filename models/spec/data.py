@@ -16,6 +16,13 @@ BUILTIN_DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
     "fashion_mnist": ((28, 28), 10),
 }
 
+#: name → (train examples, test examples, x dtype, y dtype), as the worker loads them.
+BUILTIN_SPLITS: dict[str, tuple[int, int, str, str]] = {
+    "digits": (1437, 360, "float64", "int64"),
+    "mnist": (60000, 10000, "uint8", "uint8"),
+    "fashion_mnist": (60000, 10000, "uint8", "uint8"),
+}
+
 DatasetName = Literal["digits", "mnist", "fashion_mnist"]
 
 

@@ -14,10 +14,9 @@ from fastapi.testclient import TestClient
 from matplotlib.image import imread
 from sqlalchemy import delete
 
-from api.app import create_app
 from models.db import transaction
 from models.tables import EpochMetrics, Job, JobStatus
-from tests.conftest import Backend
+from tests.conftest import Backend, api_client
 
 #: FIGSIZE × DPI of api.routes.curves: (height, width) of every PNG.
 PIXELS = (600, 1000)
@@ -45,7 +44,7 @@ class Jobs:
 @pytest.fixture(scope="module")
 def jobs(backend: Backend) -> Iterator[Jobs]:
     database_url = str(backend.settings().resolved_database_url)
-    with TestClient(create_app(backend.settings())) as client:
+    with api_client(backend.settings()) as client:
         jobs = Jobs(client, database_url)
         yield jobs
     with transaction(database_url) as session:

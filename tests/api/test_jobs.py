@@ -21,13 +21,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
 
-from api.app import create_app
 from models.db import transaction
 from models.settings import JOB_QUEUE
 from models.spec import job_spec_adapter
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.tables import Job, JobStatus
-from tests.conftest import Backend
+from tests.conftest import Backend, api_client
 from worker.app import RUN_JOB_TASK
 
 SPEC: dict[str, Any] = {
@@ -99,7 +98,7 @@ def task_args(payload: bytes) -> list[str]:
 
 @pytest.fixture(scope="module")
 def api(backend: Backend) -> Iterator[Api]:
-    with TestClient(create_app(backend.settings())) as client:
+    with api_client(backend.settings()) as client:
         api = Api(client, backend)
         yield api
     # The PostgreSQL database and Redis db outlive this module: leave no queued jobs or

@@ -17,11 +17,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete
 
-from api.app import create_app
 from api.telemetry import JobsCollector
 from models.db import transaction
 from models.tables import EpochMetrics, Job, JobStatus
-from tests.conftest import Backend
+from tests.conftest import Backend, api_client
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -89,7 +88,7 @@ def seed(database_url: str) -> list[uuid.UUID]:
 
 @pytest.fixture(scope="module")
 def client(backend: Backend) -> Iterator[TestClient]:
-    with TestClient(create_app(backend.settings())) as client:
+    with api_client(backend.settings()) as client:
         yield client
 
 
@@ -218,7 +217,7 @@ class TestScrape:
         assert response.text.endswith("# EOF\n")
 
     def test_apps_side_by_side_keep_separate_registries(self, backend: Backend) -> None:
-        with TestClient(create_app(backend.settings())) as other:
+        with api_client(backend.settings()) as other:
             assert "netkiln_jobs" in other.get("/metrics").text
 
 

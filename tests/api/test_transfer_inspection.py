@@ -12,15 +12,14 @@ import keras
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from tests.conftest import Backend
+from tests.conftest import Backend, api_client
 
 HEAD = [{"type": "Dense", "units": 2, "activation": "softmax"}]
 
 
 @pytest.fixture(scope="module")
 def client(backend: Backend) -> Iterator[TestClient]:
-    with TestClient(create_app(backend.settings())) as test_client:
+    with api_client(backend.settings()) as test_client:
         yield test_client
 
 

@@ -19,11 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
 
-from api.app import create_app
 from models.db import transaction
 from models.tables import BaseModel, Dataset
 from models.uploads import path_of, staging_dir, uploads_dir
-from tests.conftest import Backend
+from tests.conftest import Backend, api_client
 from worker.build.custom_layers import RReLU
 
 
@@ -57,7 +56,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(backend: Backend) -> Iterator[Api]:
-    with TestClient(create_app(backend.settings())) as client:
+    with api_client(backend.settings()) as client:
         yield Api(client, backend)
     # The PostgreSQL database outlives this module: remove the rows of its uploads.
     ours = f"{uploads_dir(backend.data_dir).resolve().as_uri()}/%"
@@ -326,7 +325,7 @@ class TestModelRefusals:
         settings = backend.settings().model_copy(update={"max_upload_bytes": 4096})
         content = save(sequential(), keras_dir, "big.keras")
         assert 4096 < len(content) < 4096 + 64 * 1024
-        with TestClient(create_app(settings)) as small:
+        with api_client(settings) as small:
             # Over the limit, but within the room the form gets: found while copying.
             response = small.post("/v1/models", files={"file": ("big.keras", content)})
             refused(response, 413, "limit of 4096 bytes")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Backend
+from tests.conftest import Backend, new_api_key
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -49,9 +49,25 @@ class Service:
     env: dict[str, str]
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]]
+    #: A key of tenant ``default``, made on first use.
+    _api_key: str | None = None
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30)
+    @property
+    def api_key(self) -> str:
+        if self._api_key is None:
+            self._api_key = new_api_key(self.backend.settings().resolved_database_url)
+        return self._api_key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        """A client of the API, with this service's key or the given one."""
+        key = api_key or self.api_key
+        return httpx.Client(
+            base_url=self.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+        )
 
     def restart_api(self) -> None:
         stop(self.processes["api"])

@@ -4,6 +4,7 @@ in plain Keras: a fresh interpreter that never imports netkiln."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from matplotlib.image import imread
 
 from tests.conftest import Backend, make_backend
 from tests.e2e.conftest import Service
@@ -73,6 +75,13 @@ def test_every_example_trains_and_reloads_in_plain_keras(service: Service, tmp_p
                 target = tmp_path / f"{name}.{fmt}"
                 target.write_bytes(client.get(f"/v1/jobs/{job_id}/model?format={fmt}").content)
                 files.append((target, job["params"]["total"]))
+            if name == "bn_after_activation":
+                # The seed's BN example as a picture: loss, accuracy, their val_ twins, LR.
+                png = client.get(f"/v1/jobs/{job_id}/curves.png")
+                assert png.headers["content-type"] == "image/png"
+                image = imread(io.BytesIO(png.content), format="png")
+                assert image.shape[:2] == (600, 1000)
+                assert image[..., :3].std() > 0.05  # curves and text on the white
 
     script = (
         "import sys, keras\n"

@@ -4,9 +4,11 @@ processes, on both backends; the downloaded models reproduce the recorded evalua
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 from typing import Any
 
+import httpx
 import keras
 import numpy as np
 import pytest
@@ -105,6 +107,30 @@ def test_job_trains_and_models_reproduce_recorded_evaluation(
         np.testing.assert_allclose(predictions[0], predictions[1], rtol=1e-6, atol=1e-7)
 
 
+def out_of_memory_spec(client: httpx.Client) -> dict[str, Any]:
+    """A model whose first kernel (200,000 × 65,536 floats, 52 GB) no allocator on this
+    machine grants: TensorFlow raises ResourceExhaustedError while building it, the same
+    error a GPU out of memory raises, without touching the machine's real memory."""
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=np.zeros((8, 4, 50_000), "float32"), y_train=np.arange(8) % 2)
+    upload = client.post("/v1/datasets", files={"file": ("wide.npz", buffer.getvalue())})
+    assert upload.status_code == 201, upload.text
+    return {
+        "name": "too-big-for-memory",
+        "dataset": {"id": upload.json()["id"], "preprocessing": "none"},
+        "model": {
+            "input_shape": [4, 50_000],
+            "layers": [
+                {"type": "Flatten"},
+                {"type": "Dense", "units": 65_536},
+                {"type": "Dense", "units": 2, "activation": "softmax"},
+            ],
+        },
+        "compile": {"loss": "sparse_categorical_crossentropy"},
+        "fit": {"epochs": 1},
+    }
+
+
 def test_failed_job_reports_reason_and_worker_lives_on(service: Service) -> None:
     too_narrow = copy.deepcopy(DIGITS_SPEC)
     too_narrow["model"]["layers"][-1]["units"] = 5  # 10 classes, 5 outputs
@@ -119,6 +145,7 @@ def test_failed_job_reports_reason_and_worker_lives_on(service: Service) -> None
     diverging["compile"] = {"loss": "mse", "optimizer": {"type": "SGD", "learning_rate": 10}}
     with service.client() as client:
         narrow_id = client.post("/v1/jobs", json=too_narrow).json()["id"]
+        oom_id = client.post("/v1/jobs", json=out_of_memory_spec(client)).json()["id"]
         nan_id = client.post("/v1/jobs", json=diverging).json()["id"]
         healthy_id = client.post("/v1/jobs", json=DIGITS_SPEC | {"name": "after"}).json()["id"]
 
@@ -126,6 +153,11 @@ def test_failed_job_reports_reason_and_worker_lives_on(service: Service) -> None
         assert narrow["status"] == "failed"
         assert narrow["error"]["code"] == "invalid_data"
         assert "10 classes" in narrow["error"]["message"]
+
+        oom = service.wait_for(oom_id)
+        assert oom["status"] == "failed", oom
+        assert oom["error"]["code"] == "out_of_memory"
+        assert oom["attempt"] == 1  # not an infrastructure failure: not retried
 
         nan = service.wait_for(nan_id)
         assert nan["status"] == "failed"

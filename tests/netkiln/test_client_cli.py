@@ -75,11 +75,9 @@ def service(
             stop(process)
 
 
-def netkiln(service: Service, *args: str) -> Any:
-    result = CliRunner().invoke(
-        app, [*args], env={"NETKILN_URL": service.base_url, "COLUMNS": "200"}
-    )
-    return result
+def netkiln(service: Service, *args: str, env: dict[str, str] | None = None) -> Any:
+    base = {"NETKILN_URL": service.base_url, "NETKILN_API_KEY": service.api_key, "COLUMNS": "200"}
+    return CliRunner().invoke(app, [*args], env={**base, **(env or {})})
 
 
 def spec_file(tmp_path: Path, spec: dict[str, Any]) -> Path:
@@ -149,3 +147,19 @@ def test_unknown_job_exits_1(service: Service) -> None:
     result = netkiln(service, "status", "00000000-0000-0000-0000-000000000000")
     assert result.exit_code == 1
     assert "404" in result.output
+
+
+def test_the_key_netkiln_up_saved_is_used_without_key_options(service: Service) -> None:
+    from netkiln.admin_cli import ensure_local_key
+
+    settings = service.backend.settings()
+    key, new = ensure_local_key(settings)
+    assert new
+    assert (settings.data_dir / "api-key").stat().st_mode & 0o777 == 0o600
+    assert ensure_local_key(settings) == (key, False)  # the next start reuses it
+    env = {"NETKILN_API_KEY": "", "NETKILN_DATA_DIR": str(settings.data_dir)}
+    result = netkiln(service, "jobs", env=env)
+    assert result.exit_code == 0, result.output
+    result = netkiln(service, "jobs", env={**env, "NETKILN_DATA_DIR": "/nonexistent"})
+    assert result.exit_code == 1
+    assert "401" in result.output

@@ -1,0 +1,98 @@
+"""A submission checked against its tenant's limits (jobs waiting, model size, training
+work), before anything is stored. Concurrent running jobs are the worker's to enforce
+when it claims a job (:meth:`worker.jobstore.JobStore.claim`)."""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy.orm import Session
+
+from api.errors import LimitExceeded
+from models.dataset_files import DatasetInfo
+from models.spec import AnyJobSpec, PretrainJobSpec, TrainJobSpec
+from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS, DatasetSpec, SplitLimit
+from models.summary import ModelSummary
+from models.tables import Dataset, JobStatus
+from models.tenancy import Caller, count_jobs
+
+
+def check_limits(
+    session: Session,
+    spec: AnyJobSpec,
+    caller: Caller,
+    summary: ModelSummary | None,
+    *,
+    queueing: bool = True,
+) -> None:
+    """Raise :class:`LimitExceeded` for the first limit the job breaks. A dry run
+    (``queueing=False``) checks the job itself, not the queue it would join."""
+    limits = caller.limits
+    if queueing and limits.max_queued_jobs is not None:
+        queued = count_jobs(session, caller.tenant, JobStatus.QUEUED)
+        if queued >= limits.max_queued_jobs:
+            raise LimitExceeded(
+                "max_queued_jobs",
+                limits.max_queued_jobs,
+                queued + 1,
+                f"tenant {caller.tenant} has {queued} jobs waiting; retry once some started",
+                status_code=429,
+            )
+    max_params = limits.max_params
+    if max_params is not None and summary is not None and summary.total > max_params:
+        raise LimitExceeded(
+            "max_params",
+            max_params,
+            summary.total,
+            f"the model has {summary.total:,} parameters",
+            status_code=422,
+            loc=[_model_field(spec)],
+        )
+    if limits.max_epoch_examples is not None:
+        examples = training_examples(session, spec.dataset)
+        work = spec.total_epochs * examples
+        if work > limits.max_epoch_examples:
+            raise LimitExceeded(
+                "max_epoch_examples",
+                limits.max_epoch_examples,
+                work,
+                f"{spec.total_epochs} epochs × {examples:,} training examples",
+                status_code=422,
+                loc=["fit", "epochs"] if not _is_transfer(spec) else ["phases"],
+            )
+
+
+def training_examples(session: Session, dataset: DatasetSpec) -> int:
+    """Examples in the training split after ``classes`` and ``limit``. Built-ins carry no
+    per-class counts; their classes are balanced, so a share of them is estimated."""
+    if dataset.id is not None:
+        row = session.get(Dataset, dataset.id)
+        if row is None:  # the dry run refused unknown ids already
+            return 0
+        train = DatasetInfo.model_validate(row.info).splits.get("train")
+        total = train.n if train else 0
+        counts = train.class_counts if train else None
+        n_classes = len(counts) if counts else 0
+    else:
+        assert dataset.name is not None
+        total, counts = BUILTIN_SPLITS[dataset.name][0], None
+        n_classes = BUILTIN_DATASETS[dataset.name][1]
+    if dataset.classes is not None:
+        if counts is not None:
+            total = sum(counts.get(str(label), 0) for label in dataset.classes)
+        elif n_classes:
+            total = math.ceil(total * len(set(dataset.classes)) / n_classes)
+    cap = dataset.limit.train if isinstance(dataset.limit, SplitLimit) else dataset.limit
+    return min(total, cap) if cap is not None else total
+
+
+def _model_field(spec: AnyJobSpec) -> str:
+    if isinstance(spec, TrainJobSpec):
+        return "model"
+    if isinstance(spec, PretrainJobSpec):
+        return "encoder"
+    return "head"
+
+
+def _is_transfer(spec: AnyJobSpec) -> bool:
+    return not isinstance(spec, TrainJobSpec | PretrainJobSpec)
