@@ -11,7 +11,10 @@ Redis), against real processes started the way the product starts them:
     at each of ``--connections`` (1, 8, 32) for ``--duration`` (10 s) seconds.
 (b) submits: with no worker running (jobs only queue), ``--posts`` (200) sequential
     ``POST /v1/jobs`` of the same small spec.
-(a') the same status reads against ``uvicorn --workers 2 --factory api.app:create_app``.
+(a') the same status reads against ``netkiln api --workers 2`` (two uvicorn processes).
+
+Every request sends an API key that the bench creates with ``netkiln keys create`` after
+migrating (the API's default is ``NETKILN_AUTH=keys``). ``--only rss`` runs phase (c) alone.
 
 Run from anywhere: ``.venv/bin/python bench/api_load.py [--backend both] [--json out.json]``.
 """
@@ -36,7 +39,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -329,19 +332,30 @@ def migrate(backend: Backend) -> None:
         raise BenchError(f"netkiln db upgrade failed:\n{process.stdout}{process.stderr}")
 
 
+def create_api_key(backend: Backend) -> str:
+    """A key of tenant ``bench``, as an operator makes one (the key is the last line)."""
+    command = [sys.executable, "-m", "netkiln", "keys", "create", "--tenant", "bench"]
+    process = subprocess.run(
+        [*command, "--name", "api_load"], env=backend.env, cwd=REPO, capture_output=True, text=True
+    )
+    lines = process.stdout.split()
+    if process.returncode != 0 or not lines:
+        raise BenchError(f"netkiln keys create failed:\n{process.stdout}{process.stderr}")
+    return lines[-1]
+
+
 # --------------------------------------------------------------------------- servers
 
 
 def start_api(backend: Backend, workers: int) -> tuple[Started, str]:
-    """``netkiln api`` (one uvicorn process, as the product runs it) or, for ``workers`` > 1,
-    ``uvicorn --workers N --factory api.app:create_app`` configured by the same env."""
+    """``netkiln api`` (one uvicorn process, as the product runs it by default) or, for
+    ``workers`` > 1, ``netkiln api --workers N`` (N uvicorn processes on one port)."""
     port = free_port()
+    command = [sys.executable, "-m", "netkiln", "api", "--port", str(port)]
     if workers == 1:
-        command = [sys.executable, "-m", "netkiln", "api", "--port", str(port)]
         name = "api"
     else:
-        command = [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        command += ["--workers", str(workers)]
         name = f"api-workers{workers}"
     started = spawn(name, command, backend.env, backend.root)
     base_url = f"http://127.0.0.1:{port}"
@@ -388,10 +402,14 @@ def wait_until_warm(worker: Started, timeout: float = 180) -> float:
 # --------------------------------------------------------------------------- load generators
 
 
-def run_wrk(url: str, connections: int, duration: float, script: Path) -> dict[str, Any]:
+def run_wrk(
+    url: str, connections: int, duration: float, script: Path, key: str | None
+) -> dict[str, Any]:
     # wrk takes whole seconds only.
     whole = max(1, round(duration))
     command = ["wrk", "-t1", f"-c{connections}", f"-d{whole}s", "--timeout", "5s"]
+    if key:
+        command += ["-H", f"Authorization: Bearer {key}"]
     command += ["-s", str(script), url]
     process = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in process.stdout.splitlines() if line.startswith("WRK_RESULT ")]
@@ -415,10 +433,13 @@ def run_wrk(url: str, connections: int, duration: float, script: Path) -> dict[s
     }
 
 
-def run_python_loadgen(url: str, connections: int, duration: float) -> dict[str, Any]:
+def run_python_loadgen(
+    url: str, connections: int, duration: float, key: str | None
+) -> dict[str, Any]:
     """This file's ``_loadgen`` mode in a separate process (so it does not share a GIL with
     anything measured)."""
     command = [sys.executable, __file__, "_loadgen", url, str(connections), str(duration)]
+    command += [key] if key else []
     process = subprocess.run(command, capture_output=True, text=True)
     if process.returncode != 0:
         raise BenchError(f"python load generator failed:\n{process.stderr[-4000:]}")
@@ -427,11 +448,18 @@ def run_python_loadgen(url: str, connections: int, duration: float) -> dict[str,
 
 
 async def _connection(
-    host: str, port: int, path: str, deadline: float, latencies: list[float], tally: Counter[str]
+    host: str,
+    port: int,
+    path: str,
+    key: str | None,
+    deadline: float,
+    latencies: list[float],
+    tally: Counter[str],
 ) -> None:
     """One keep-alive HTTP/1.1 connection issuing GETs back to back until ``deadline``."""
     reader, writer = await asyncio.open_connection(host, port)
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n".encode()
     try:
         while time.perf_counter() < deadline:
             start = time.perf_counter()
@@ -453,7 +481,9 @@ async def _connection(
         writer.close()
 
 
-async def _loadgen(url: str, connections: int, duration: float) -> dict[str, Any]:
+async def _loadgen(
+    url: str, connections: int, duration: float, key: str | None = None
+) -> dict[str, Any]:
     parsed = httpx.URL(url)
     latencies: list[float] = []
     tally: Counter[str] = Counter()
@@ -462,7 +492,13 @@ async def _loadgen(url: str, connections: int, duration: float) -> dict[str, Any
     await asyncio.gather(
         *(
             _connection(
-                parsed.host, parsed.port or 80, parsed.raw_path.decode(), deadline, latencies, tally
+                parsed.host,
+                parsed.port or 80,
+                parsed.raw_path.decode(),
+                key,
+                deadline,
+                latencies,
+                tally,
             )
             for _ in range(connections)
         )
@@ -486,22 +522,28 @@ async def _loadgen(url: str, connections: int, duration: float) -> dict[str, Any
 
 def loadgen_main(argv: list[str]) -> None:
     url, connections, duration = argv[0], int(argv[1]), float(argv[2])
+    key = argv[3] if len(argv) > 3 else None
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    print(json.dumps(asyncio.run(_loadgen(url, connections, duration))))
+    print(json.dumps(asyncio.run(_loadgen(url, connections, duration, key))))
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadGen:
     kind: str  # "wrk" or "python"
     script: Path
+    key: str | None = None  # sent as "Authorization: Bearer <key>"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     def run(self, url: str, connections: int, duration: float) -> dict[str, Any]:
         if self.kind == "wrk":
-            return run_wrk(url, connections, duration, self.script)
-        return run_python_loadgen(url, connections, duration)
+            return run_wrk(url, connections, duration, self.script, self.key)
+        return run_python_loadgen(url, connections, duration, self.key)
 
     @property
     def label(self) -> str:
@@ -542,7 +584,7 @@ def get_load(
     loadgen: LoadGen, base_url: str, job_id: str, server: Started, args: Any, label: str
 ) -> list[dict[str, Any]]:
     url = f"{base_url}/v1/jobs/{job_id}"
-    check = httpx.get(url, timeout=10)
+    check = httpx.get(url, timeout=10, headers=loadgen.headers)
     if check.status_code != 200:
         raise BenchError(f"GET {url}: {check.status_code} {check.text[:300]}")
     loadgen.run(url, 8, args.warmup)  # warm-up, not recorded
@@ -785,6 +827,7 @@ def run_backend(name: str, root: Path, args: Any, loadgen: LoadGen) -> dict[str,
     started: list[Started] = []
     try:
         migrate(backend)
+        loadgen = replace(loadgen, key=create_api_key(backend))
         api, base_url = start_api(backend, workers=1)
         started.append(api)
         worker = start_worker(backend)
@@ -792,13 +835,15 @@ def run_backend(name: str, root: Path, args: Any, loadgen: LoadGen) -> dict[str,
         result["worker_warm_s"] = wait_until_warm(worker)
         api_rss_start = api_rss_mb(api)
 
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        with httpx.Client(base_url=base_url, timeout=30, headers=loadgen.headers) as client:
             print(f"  (c) worker RSS over {args.jobs} sequential digits jobs …", flush=True)
             result["worker_rss"], job_id = worker_rss_phase(client, worker, api, args.jobs)
             if not job_id:
                 raise BenchError(f"no job succeeded:\n{worker.tail()}")
             worker.stop()
             started.remove(worker)
+            if args.only == "rss":
+                return result
 
             print(f"  (a) GET /v1/jobs/{{id}} (worker stopped), {loadgen.kind} …", flush=True)
             result["get"] = get_load(loadgen, base_url, job_id, api, args, "netkiln api")
@@ -818,12 +863,12 @@ def run_backend(name: str, root: Path, args: Any, loadgen: LoadGen) -> dict[str,
         if args.workers2:
             multi, multi_url = start_api(backend, workers=2)
             started.append(multi)
-            print("  (a') GET against uvicorn --workers 2 …", flush=True)
+            print("  (a') GET against netkiln api --workers 2 …", flush=True)
             result["get"] += get_load(
-                loadgen, multi_url, job_id, multi, args, "uvicorn --workers 2"
+                loadgen, multi_url, job_id, multi, args, "netkiln api --workers 2"
             )
             result["floor"].append(
-                floor_load(loadgen, multi_url, multi, args, "uvicorn --workers 2")
+                floor_load(loadgen, multi_url, multi, args, "netkiln api --workers 2")
             )
             multi.stop()
             started.remove(multi)
@@ -849,6 +894,8 @@ def _ok(flag: bool | None) -> str:
 
 
 def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    if not rows:  # a phase that did not run (--only)
+        return
     try:
         from rich.console import Console
         from rich.table import Table
@@ -1073,12 +1120,17 @@ def main() -> None:
     )
     parser.add_argument("--posts", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=100, help="worker RSS phase")
+    parser.add_argument(
+        "--only",
+        choices=("rss",),
+        help="run one phase: rss = (c) worker RSS only (no load generator needed)",
+    )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
         "--no-workers2",
         dest="workers2",
         action="store_false",
-        help="skip the uvicorn --workers 2 comparison",
+        help="skip the netkiln api --workers 2 comparison",
     )
     parser.add_argument(
         "--profile",
@@ -1104,6 +1156,8 @@ def main() -> None:
     except ImportError:
         raise SystemExit("pip install psutil (the dev extra has it)") from None
 
+    if args.only == "rss":
+        args.workers2 = False
     if args.loadgen == "wrk" and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
     kind = (

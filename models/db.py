@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -9,6 +10,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+#: Every engine of this process, for :func:`forget_inherited_connections`.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def make_engine(url: str, **overrides: Any) -> Engine:
@@ -19,7 +23,17 @@ def make_engine(url: str, **overrides: Any) -> Engine:
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
+    _engines.add(engine)
     return engine
+
+
+def forget_inherited_connections() -> None:
+    """Call first thing in a forked child (a Celery pool process): the pools it inherited
+    hold the parent's connections, and a socket or SQLite handle used by two processes
+    corrupts both sides. Each engine gets a fresh pool; the parent's connections are left
+    open for the parent (SQLAlchemy's recipe for ``os.fork``: ``dispose(close=False)``)."""
+    for engine in list(_engines):
+        engine.dispose(close=False)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from models.settings import JOB_QUEUE, Settings, get_settings
+from netkiln.admin_cli import ensure_local_key
+from netkiln.admin_cli import register as register_admin_commands
 from netkiln.client_cli import register as register_client_commands
 from netkiln.logs import configure_logging, redact
 
@@ -21,6 +23,7 @@ app = typer.Typer(help="netkiln: train Keras networks as jobs over REST.", no_ar
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 register_client_commands(app)
+register_admin_commands(app)
 
 DataDirOption = Annotated[
     Path | None,
@@ -31,6 +34,17 @@ DataDirOption = Annotated[
 ]
 HostOption = Annotated[str, typer.Option("--host", envvar="NETKILN_HOST")]
 PortOption = Annotated[int, typer.Option("--port", envvar="NETKILN_PORT")]
+ApiWorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        envvar="NETKILN_API_WORKERS",
+        help="API processes (uvicorn workers) sharing the port. The API keeps no state "
+        "between requests but a short per-process read cache, so any number works, also "
+        "on the embedded SQLite database (WAL: readers run alongside the one writer).",
+    ),
+]
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", help="Jobs trained at once by this worker (one per GPU).")
 ]
@@ -59,17 +73,33 @@ def db_upgrade(data_dir: DataDirOption = None, revision: str = "head") -> None:
 
 @app.command()
 def api(
-    host: HostOption = "127.0.0.1", port: PortOption = 8000, data_dir: DataDirOption = None
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    data_dir: DataDirOption = None,
+    workers: ApiWorkersOption = 1,
 ) -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
+    settings = _settings(data_dir)
+    if workers > 1:
+        # Each worker is a fresh interpreter (spawned), so it gets an import string and
+        # builds its app, and its logging, from the NETKILN_* that _settings exported.
+        uvicorn.run(
+            "netkiln.asgi:create_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=None,
+            log_level=None,
+        )
+        return
+
     from api.app import create_app
 
     # log_config=None: uvicorn's loggers keep the handler and format set up by _settings.
-    uvicorn.run(
-        create_app(_settings(data_dir)), host=host, port=port, log_config=None, log_level=None
-    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, log_level=None)
 
 
 @app.command()
@@ -112,6 +142,16 @@ def up(
     database = redact(settings.resolved_database_url)
     broker = redact(settings.resolved_broker_url)
     typer.echo(f"netkiln: data in {settings.data_dir}, database {database}, broker {broker}")
+    if settings.auth == "keys":
+        key, new = ensure_local_key(settings)
+        key_file = settings.data_dir / "api-key"
+        if new:
+            typer.echo(f"netkiln: created API key {key} (tenant local), saved in {key_file}")
+        else:
+            typer.echo(f"netkiln: API key in {key_file}")
+        typer.echo("netkiln: send it as 'Authorization: Bearer <key>'; the CLI reads the file")
+    else:
+        typer.echo("netkiln: NETKILN_AUTH=none: single tenant, no API keys")
     worker_command = [sys.executable, "-m", "netkiln", "worker", f"--concurrency={concurrency}"]
     supervisor = _Supervisor(worker_command)
     supervisor.start()

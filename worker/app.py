@@ -25,11 +25,24 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Recycling a pool process bounds what a long run of jobs can leave behind in it
+        # (Celery checks after each task; a running job is never cut short).
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_max_memory_per_child=celery_memory_kib(settings.worker_max_memory_per_child_mb),
+        # A new pool process imports TensorFlow before it reports up (worker/tasks.py), which
+        # can take longer than Celery's default 4 s: with Redis, Celery then killed each
+        # replacement process and forked another (seen on a busy 2-core machine).
+        worker_proc_alive_timeout=120.0,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
     )
     return app
+
+
+def celery_memory_kib(megabytes: int | None) -> int | None:
+    """Celery's ``worker_max_memory_per_child`` is in KiB."""
+    return None if megabytes is None else megabytes * 1024
 
 
 celery_app = make_celery(get_settings())

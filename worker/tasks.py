@@ -8,6 +8,7 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from models.db import forget_inherited_connections
 from models.settings import get_settings
 from worker.app import RUN_JOB_TASK, celery_app
 from worker.reconciler import Reconciler
@@ -30,6 +31,10 @@ def _stop_reconciler(**_: Any) -> None:
 
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
+    # A pool process forked after worker_ready (a replacement: recycled after
+    # worker_max_tasks_per_child jobs, or after one died) inherits the reconciler's
+    # pooled database connections; it must never use them.
+    forget_inherited_connections()
     # Import TensorFlow in the pool process, never in the parent: a forked TF runtime
     # can deadlock, and paying the import here keeps it off the first job's clock.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,49 @@
+"""Settings that reach the Celery app: pool process recycling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from models.settings import Settings
+from worker.app import make_celery
+
+
+def test_recycling_settings_reach_celery(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, worker_max_tasks_per_child=7, worker_max_memory_per_child_mb=3000
+    )
+    conf = make_celery(settings).conf
+    assert conf.worker_max_tasks_per_child == 7
+    assert conf.worker_max_memory_per_child == 3000 * 1024  # Celery counts KiB
+
+
+def test_recycling_defaults_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = make_celery(Settings(data_dir=tmp_path)).conf
+    assert conf.worker_max_tasks_per_child == 500
+    assert conf.worker_max_memory_per_child is None
+    # A replacement pool process imports TensorFlow before it reports up.
+    assert conf.worker_proc_alive_timeout >= 60
+
+    monkeypatch.setenv("NETKILN_WORKER_MAX_TASKS_PER_CHILD", "1")
+    monkeypatch.setenv("NETKILN_WORKER_MAX_MEMORY_PER_CHILD_MB", "2048")
+    conf = make_celery(Settings(data_dir=tmp_path)).conf
+    assert conf.worker_max_tasks_per_child == 1
+    assert conf.worker_max_memory_per_child == 2048 * 1024
+
+
+def test_zero_turns_recycling_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETKILN_WORKER_MAX_TASKS_PER_CHILD", "0")
+    monkeypatch.setenv("NETKILN_WORKER_MAX_MEMORY_PER_CHILD_MB", "0")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.worker_max_tasks_per_child is None
+    assert settings.worker_max_memory_per_child_mb is None
+    conf = make_celery(settings).conf
+    assert conf.worker_max_tasks_per_child is None
+    assert conf.worker_max_memory_per_child is None
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        Settings(data_dir=tmp_path, worker_max_tasks_per_child=-1)
