@@ -24,6 +24,7 @@ from matplotlib.image import imread
 
 from tests.conftest import Backend, _unavailable, make_backend
 from tests.e2e.conftest import Service
+from tests.e2e.test_train import DIGITS_SPEC
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route, ViewportSize
@@ -46,23 +47,8 @@ WAIT_MS = 15_000  # the page refreshes every 2 s
 #: Markup in the name: the page must show it as text.
 NAME = 'web <b>page</b> & "digits"'
 TINY_SPEC: dict[str, Any] = {
+    **DIGITS_SPEC,
     "name": NAME,
-    "seed": 3,
-    "dataset": {"name": "digits", "preprocessing": "standardize"},
-    "model": {
-        "input_shape": [8, 8],
-        "layers": [
-            {"type": "Flatten"},
-            {"type": "Dense", "units": 16, "activation": "elu", "kernel_initializer": "he_normal"},
-            {"type": "BatchNormalization"},
-            {"type": "Dense", "units": 10, "activation": "softmax"},
-        ],
-    },
-    "compile": {
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-        "optimizer": {"type": "SGD", "learning_rate": 0.05, "momentum": 0.9},
-    },
     "fit": {"epochs": 2, "batch_size": 64, "validation_split": 0.1},
 }
 
