@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.cache import ReadCache
 from api.errors import Unauthorized
@@ -64,6 +65,16 @@ def bearer_key(request: Request) -> str | None:
     dependencies (upload routes check it before reading the body)."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+async def authenticate_briefly(request: Request) -> Caller:
+    """The caller of a long-lived request (an event stream), holding no database
+    connection past this call: a session dependency would hold one for the whole stream."""
+    settings: Settings = request.app.state.settings
+    known = remembered_caller(settings, bearer_key(request), request.app.state.read_cache)
+    if known is not None:
+        return known
+    return await run_in_threadpool(authenticate_request, settings, request)
 
 
 def authenticate_request(settings: Settings, request: Request) -> Caller:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import authenticate, bearer, remembered_caller
+from api.auth import authenticate, authenticate_briefly, bearer, remembered_caller
 from api.cache import JobDocument, ReadCache
 from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep
 from api.errors import UNAUTHORIZED, Conflict, NotFound, error_responses
@@ -241,13 +241,15 @@ async def stream_events(
     job_id: uuid.UUID,
     request: Request,
     settings: SettingsDep,
-    caller: CallerDep,
+    # Read by authenticate_briefly; declared here so the schema shows the bearer scheme.
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[int | None, Query(ge=0, description="Resume after this event id.")] = None,
 ) -> EventSourceResponse:
     """Status changes, epoch ends (metrics, learning rate) and log lines as server-sent
     events; the stream ends once the job has ended and every event was sent. Reconnect with
     ``Last-Event-ID`` (browsers do) to continue where the stream broke off."""
+    caller = await authenticate_briefly(request)
     factory = session_factory(settings.resolved_database_url)
 
     def read(cursor: int) -> tuple[list[tuple[int, str, str]], bool | None]:
