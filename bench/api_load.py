@@ -275,6 +275,7 @@ def make_backend(name: str, root: Path, args: Any) -> Backend:
     keras_home.mkdir()
     env = base_env(keras_home)
     env["NETKILN_DATA_DIR"] = str(data_dir)
+    env["NETKILN_READ_CACHE_SECONDS"] = str(args.read_cache_seconds)
     if name == "embedded":
         return Backend(name, root, env, f"sqlite:///{data_dir / 'netkiln.db'}")
 
@@ -1148,6 +1149,12 @@ def main() -> None:
         "at 127.0.0.1:6379, skipping 13, the tests')",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--read-cache-seconds",
+        type=float,
+        default=0.5,
+        help="the API's NETKILN_READ_CACHE_SECONDS (0: every status read goes to the database)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
 

@@ -210,6 +210,9 @@ def cancel_job(job: JobDep, session: SessionDep, request: Request) -> JobOut:
     """A queued job ends ``cancelled`` at once; a running one stops within a batch of its
     worker noticing (about a second) and keeps its checkpoint and metrics so far."""
     cancelled = JobOut.from_row(service.cancel(session, job))
+    # Committed before answering, and forgotten by the read cache after the commit, so
+    # that a status read right after this answer shows the cancel.
+    session.commit()
     request.app.state.read_cache.forget_job(job.id)
     return cancelled
 
