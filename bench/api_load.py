@@ -914,18 +914,25 @@ def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
             print("  " + " | ".join(row))
 
 
+def _load_cells(result: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """The cells a GET row and a floor row share: who served, how fast, at what cost."""
+    return [
+        result["backend"],
+        row["server"],
+        str(row["connections"]),
+        _f(row["rps"], 0),
+        _f(row["p50_ms"]),
+        _f(row["p90_ms"]),
+        _f(row["p99_ms"]),
+        str(row["non_2xx"] + row["socket_errors"]),
+        _f(row["server_cpu_cores"]),
+    ]
+
+
 def print_report(results: list[dict[str, Any]], args: Any, loadgen: LoadGen) -> None:
     get_rows = [
         [
-            r["backend"],
-            g["server"],
-            str(g["connections"]),
-            _f(g["rps"], 0),
-            _f(g["p50_ms"]),
-            _f(g["p90_ms"]),
-            _f(g["p99_ms"]),
-            str(g["non_2xx"] + g["socket_errors"]),
-            _f(g["server_cpu_cores"]),
+            *_load_cells(r, g),
             _f(g["loadgen_cpu_cores"]),
             _f(g["other_cpu_cores"]),
             _ok(g["meets_rps"]),
@@ -954,21 +961,7 @@ def print_report(results: list[dict[str, Any]], args: Any, loadgen: LoadGen) -> 
         ],
         get_rows,
     )
-    floor_rows = [
-        [
-            r["backend"],
-            g["server"],
-            str(g["connections"]),
-            _f(g["rps"], 0),
-            _f(g["p50_ms"]),
-            _f(g["p90_ms"]),
-            _f(g["p99_ms"]),
-            str(g["non_2xx"] + g["socket_errors"]),
-            _f(g["server_cpu_cores"]),
-        ]
-        for r in results
-        for g in r.get("floor", [])
-    ]
+    floor_rows = [_load_cells(r, g) for r in results for g in r.get("floor", [])]
     _table(
         "(a0) floor for comparison: GET /healthz (sync route, no database), same servers",
         [

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from netkiln.client import parse_sse
 from tests.conftest import Backend, new_api_key
 
+__all__ = ["Service", "parse_sse"]
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Server-sent events from a text/event-stream, as {"id", "event", "data"} dicts."""
-    event: dict[str, Any] = {}
-    for line in lines:
-        if not line:
-            if "data" in event:
-                event["data"] = json.loads(event["data"])
-                yield event
-            event = {}
-        elif not line.startswith(":"):
-            field, _, value = line.partition(":")
-            event[field] = value[1:] if value.startswith(" ") else value
 
 
 def free_port() -> int:

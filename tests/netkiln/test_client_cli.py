@@ -17,30 +17,16 @@ from models.migrate import upgrade
 from netkiln.cli import app
 from tests.conftest import make_backend
 from tests.e2e.conftest import Service, _spawn, free_port, stop, wait_ready
+from tests.e2e.test_train import DIGITS_SPEC
 
 pytestmark = pytest.mark.e2e
 
 SPEC: dict[str, Any] = {
+    **DIGITS_SPEC,
     "name": "cli-digits",
-    "seed": 7,
-    "dataset": {"name": "digits", "preprocessing": "standardize"},
-    "model": {
-        "input_shape": [8, 8],
-        "layers": [
-            {"type": "Flatten"},
-            {"type": "Dense", "units": 32, "activation": "elu", "kernel_initializer": "he_normal"},
-            {"type": "BatchNormalization"},
-            {"type": "Dense", "units": 10, "activation": "softmax"},
-        ],
-    },
-    "compile": {
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-        "optimizer": {"type": "SGD", "learning_rate": 0.05, "momentum": 0.9},
-    },
     "fit": {"epochs": 2, "batch_size": 32, "validation_split": 0.1},
 }
-#: 64·32 + 32, 4·32 (half non-trainable), 32·10 + 10
+#: 64·32 + 32, 4·32 (half non-trainable), dropout 0, 32·10 + 10
 PARAMS_TOTAL = 2080 + 128 + 330
 
 
