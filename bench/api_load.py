@@ -914,6 +914,20 @@ def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
             print("  " + " | ".join(row))
 
 
+#: The columns of :func:`_load_cells`.
+LOAD_HEADERS = [
+    "backend",
+    "server",
+    "conns",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "errors",
+    "server cores",
+]
+
+
 def _load_cells(result: dict[str, Any], row: dict[str, Any]) -> list[str]:
     """The cells a GET row and a floor row share: who served, how fast, at what cost."""
     return [
@@ -945,15 +959,7 @@ def print_report(results: list[dict[str, Any]], args: Any, loadgen: LoadGen) -> 
         f"(a) GET /v1/jobs/{{id}}, {args.duration:g} s per row, load: {loadgen.label}  "
         f"[targets: ≥ {TARGET_GET_RPS:.0f} req/s, p99 < {TARGET_GET_P99_MS:g} ms]",
         [
-            "backend",
-            "server",
-            "conns",
-            "req/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "errors",
-            "server cores",
+            *LOAD_HEADERS,
             "loadgen cores",
             "other cores",
             "≥1500/s",
@@ -964,17 +970,7 @@ def print_report(results: list[dict[str, Any]], args: Any, loadgen: LoadGen) -> 
     floor_rows = [_load_cells(r, g) for r in results for g in r.get("floor", [])]
     _table(
         "(a0) floor for comparison: GET /healthz (sync route, no database), same servers",
-        [
-            "backend",
-            "server",
-            "conns",
-            "req/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "errors",
-            "server cores",
-        ],
+        LOAD_HEADERS,
         floor_rows,
     )
     post_rows = [
