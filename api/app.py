@@ -15,8 +15,9 @@ from api.errors import (
 )
 from api.routes import base_models, curves, datasets, health, jobs, metrics, ui
 from api.telemetry import make_registry
-from models.settings import Settings, get_settings
-from worker.app import make_celery
+from core.queue import make_celery
+from core.settings import Settings, get_settings
+from core.storage import open_store
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,14 +30,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.celery = make_celery(settings)
+    app.state.store = open_store(settings)
     app.state.metrics = make_registry(settings.resolved_database_url)
     app.state.read_cache = ReadCache(settings.read_cache_seconds)
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
     app.include_router(health.router)
-    app.include_router(curves.router)  # before jobs: /v1/jobs/compare.png is no job id
     app.include_router(jobs.router)
+    app.include_router(curves.router)
     app.include_router(metrics.router)
     app.include_router(base_models.router)
     app.include_router(datasets.router)

@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.cache import ReadCache
 from api.errors import Unauthorized
+from core.settings import Settings
 from models.db import session_factory
-from models.settings import Settings
 from models.tables import DEFAULT_TENANT, Tenant
 from models.tenancy import Caller, hash_key, tenant_for_key
 

@@ -14,8 +14,8 @@ from starlette.types import Message
 
 from api.auth import authenticate_request
 from api.services.uploads import PayloadTooLarge, upload_limit
-from models.settings import Settings
-from models.uploads import UploadTooLarge
+from core.settings import Settings
+from uploads.archives import UploadTooLarge
 
 #: Room for the multipart framing and the form's other fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024

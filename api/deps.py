@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from api.auth import authenticate, bearer
 from api.errors import NotFound
+from core.settings import Settings
+from core.storage import ArtifactStore
 from models.db import session_factory
-from models.settings import Settings
 from models.tables import Job
 from models.tenancy import Caller
 
@@ -48,6 +49,14 @@ def get_celery(request: Request) -> Celery:
 
 
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+def get_store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
 def get_caller(

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import authenticate_request
 from api.errors import NetkilnError
-from models.settings import Settings
+from core.settings import Settings
 
 
 class UnsupportedMediaType(NetkilnError):

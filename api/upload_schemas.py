@@ -7,10 +7,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from models.dataset_files import DatasetInfo
-from models.model_files import ModelFileSummary
 from models.tables import BaseModel as BaseModelRow
 from models.tables import Dataset
+from uploads.dataset_files import DatasetInfo
+from uploads.model_files import ModelFileSummary
 
 
 class BaseModelOut(BaseModel):

@@ -99,7 +99,7 @@ DEFAULT_TENANT = "default"
 
 class Tenant(Base):
     """Who owns jobs, uploads and API keys. ``limits`` overrides the server-wide defaults
-    (``NETKILN_LIMIT_*``) field by field; see :class:`models.tenancy.Limits`."""
+    (``NETKILN_LIMIT_*``) field by field; see :class:`models.limits.Limits`."""
 
     __tablename__ = "tenants"
 
@@ -132,6 +132,10 @@ class Job(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), default=DEFAULT_TENANT)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        doc="The job this one belongs to (a sweep's trial); deleted with it.",
+    )
     name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[JobStatus] = mapped_column(
@@ -198,6 +202,7 @@ class Job(Base):
         Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
         Index("ix_jobs_tenant_id_status", "tenant_id", "status"),
         Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_jobs_parent_id", "parent_id"),
         UniqueConstraint("tenant_id", "idempotency_key"),
     )
 

@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from core.settings import Settings, get_settings
 from models.db import transaction
-from models.settings import Settings, get_settings
+from models.limits import Limits
 from models.tables import ApiKey, Tenant
-from models.tenancy import Limits, create_key, revoke_keys, set_limits, tenant_for_key
+from models.tenancy import create_key, revoke_keys, set_limits, tenant_for_key
 
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants and their limits.", no_args_is_help=True)

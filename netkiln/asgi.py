@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models.settings import get_settings
+from core.settings import get_settings
 from netkiln.logs import configure_logging
 
 if TYPE_CHECKING:

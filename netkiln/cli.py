@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from models.settings import JOB_QUEUE, Settings, get_settings
+from core.queue import JOB_QUEUE
+from core.settings import Settings, get_settings
 from netkiln.admin_cli import ensure_local_key
 from netkiln.admin_cli import register as register_admin_commands
 from netkiln.client_cli import register as register_client_commands
@@ -109,7 +110,7 @@ def worker(data_dir: DataDirOption = None, concurrency: ConcurrencyOption = 1) -
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from celery.signals import setup_logging
 
-    from worker.app import celery_app
+    from worker.tasks import celery_app
 
     # Celery sets up its own logging only when no receiver of this signal claims the job.
     setup_logging.connect(_logging_already_configured, weak=False)

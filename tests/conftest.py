@@ -23,7 +23,7 @@ import pytest
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-    from models.settings import Settings
+    from core.settings import Settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,7 +54,7 @@ class Backend:
         return env
 
     def settings(self) -> Settings:
-        from models.settings import Settings
+        from core.settings import Settings
 
         return Settings(
             data_dir=self.data_dir, database_url=self.database_url, broker_url=self.broker_url

@@ -1,19 +1,23 @@
-"""The API process never imports TensorFlow or Keras: checked in a fresh interpreter, since
-this test session has long imported both."""
+"""The architecture's arrows: the API process never imports TensorFlow or Keras (checked in
+a fresh interpreter, since this test session has long imported both), and each package
+imports only the layers below it — ``api/`` and ``worker/`` never each other."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROBE = """
 import json, sys
 import api.app, api.routes.jobs, models.db, models.spec, models.tables
 from api.app import create_app
-from models.settings import Settings
+from core.settings import Settings
 
 app = create_app(Settings(data_dir=sys.argv[1]))
 assert "/v1/jobs/{job_id}/model" in app.openapi()["paths"]
@@ -38,3 +42,38 @@ def test_api_and_models_do_not_import_tensorflow_or_keras(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     heavy = json.loads(result.stdout.strip().splitlines()[-1])
     assert heavy == [], f"the API imports {heavy[:10]}"
+
+
+#: Which top-level packages each package may import. The API and the worker meet only in
+#: the shared seams (core: settings, storage, queue contract) and models (spec, tables).
+ALLOWED_IMPORTS = {
+    "models": {"models"},
+    "core": {"core", "models"},
+    "uploads": {"uploads"},
+    "api": {"api", "core", "models", "uploads"},
+    "worker": {"worker", "core", "models"},
+}
+OURS = {*ALLOWED_IMPORTS, "netkiln"}
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """Top-level packages of ours that a module imports, lazily inside functions too."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names & OURS
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED_IMPORTS))
+def test_packages_import_only_their_layers(package: str) -> None:
+    root = Path(__file__).parents[1] / package
+    breaches = {
+        f"{path.relative_to(root.parent)} imports {name}"
+        for path in root.rglob("*.py")
+        for name in _imported_packages(path) - ALLOWED_IMPORTS[package]
+    }
+    assert not breaches, sorted(breaches)

@@ -1,5 +1,5 @@
-"""The training side: Celery app, spec → Keras builder, fit loop, artifacts.
+"""The training side: Celery tasks, spec → Keras builder, fit loop, artifacts.
 
-Importing this package (or ``worker.app``) does not import TensorFlow; the API uses
-``worker.app`` to enqueue tasks by name.
+Importing this package does not import TensorFlow: the Celery parent process imports
+``worker.tasks``, and only its pool processes import the training modules.
 """

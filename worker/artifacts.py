@@ -1,18 +1,14 @@
-"""Artifact storage: trained models as files under ``<data_dir>/artifacts/<job id>/``.
-
-Files are written to a temporary name and renamed, so a reader never sees half a model.
-"""
+"""A job's Keras artifacts, written and read through the storage seam (:mod:`core.storage`):
+the trained model in both formats, loadable by plain Keras, and the per-epoch checkpoint a
+retry resumes from (found by the URI its row records, on whichever host wrote it)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 
+from core.storage import ArtifactStore, StoredObject, job_key
 from models.tables import ArtifactFormat
 from worker.build.custom_layers import exportable
 
@@ -23,53 +19,31 @@ FILENAMES = {
 }
 MODEL_FORMATS = (ArtifactFormat.KERAS, ArtifactFormat.H5)
 
-
-@dataclass(frozen=True)
-class StoredArtifact:
-    format: ArtifactFormat
-    path: Path
-    size: int
-    sha256: str
-
-    @property
-    def uri(self) -> str:
-        return self.path.as_uri()
+#: What a job's artifact rows record, by format.
+StoredArtifacts = dict[ArtifactFormat, StoredObject]
 
 
-class ArtifactStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+class JobArtifacts:
+    def __init__(self, store: ArtifactStore, job_id: uuid.UUID) -> None:
+        self.store = store
+        self.job_id = job_id
 
-    def job_dir(self, job_id: uuid.UUID) -> Path:
-        folder = self.root / str(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def save_model(self, model: keras.Model, job_id: uuid.UUID) -> list[StoredArtifact]:
+    def save_model(self, model: keras.Model) -> StoredArtifacts:
         """Both formats, loadable with plain Keras (custom layers exported as equivalents)."""
         model = exportable(model)
-        return [self._save(model, job_id, fmt) for fmt in MODEL_FORMATS]
+        return {fmt: self._save(model, fmt) for fmt in MODEL_FORMATS}
 
-    def save_checkpoint(self, model: keras.Model, job_id: uuid.UUID) -> StoredArtifact:
+    def save_checkpoint(self, model: keras.Model) -> StoredArtifacts:
         """The model as it trains (netkiln's layers, optimizer state and step count)."""
-        return self._save(model, job_id, ArtifactFormat.CHECKPOINT)
+        return {ArtifactFormat.CHECKPOINT: self._save(model, ArtifactFormat.CHECKPOINT)}
 
-    def load_checkpoint(self, job_id: uuid.UUID) -> keras.Model:
-        return keras.models.load_model(self.job_dir(job_id) / FILENAMES[ArtifactFormat.CHECKPOINT])
+    def load(self, uri: str) -> keras.Model:
+        return keras.models.load_model(self.store.local_path(uri))
 
-    def _save(self, model: keras.Model, job_id: uuid.UUID, fmt: ArtifactFormat) -> StoredArtifact:
-        folder = self.job_dir(job_id)
-        final = folder / FILENAMES[fmt]
-        # Keras picks the format from the suffix, so the temporary name keeps it.
-        partial = folder / f".partial-{uuid.uuid4().hex}-{final.name}"
-        model.save(partial)
-        os.replace(partial, final)
-        return StoredArtifact(fmt, final, final.stat().st_size, sha256_of(final))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    def _save(self, model: keras.Model, fmt: ArtifactFormat) -> StoredObject:
+        filename = FILENAMES[fmt]
+        with self.store.staging() as folder:
+            # Keras picks the format from the suffix, so the staged name is the final one.
+            staged = folder / filename
+            model.save(staged)
+            return self.store.put(job_key(self.job_id, filename), staged)

@@ -11,14 +11,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core.storage import StoredObject
 from models.db import transaction
 from models.events import add_event, add_status_event
-from models.tables import Artifact, EpochMetrics, Job, JobStatus, Tenant, utcnow
-from models.tenancy import Limits, count_jobs
-from worker.artifacts import StoredArtifact
+from models.limits import Limits
+from models.tables import Artifact, ArtifactFormat, EpochMetrics, Job, JobStatus, Tenant, utcnow
+from models.tenancy import count_jobs
 from worker.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Claim:
     spec: dict[str, Any]
     attempt: int
     checkpoint_epoch: int | None
+    #: Where the checkpoint of ``checkpoint_epoch`` is stored.
+    checkpoint_uri: str | None
 
 
 class JobStore:
@@ -58,7 +61,13 @@ class JobStore:
             job.batch = 0
             self.attempt = job.attempt
             add_status_event(session, job, reason=f"attempt {job.attempt} on {host}")
-            return Claim(dict(job.spec), job.attempt, job.checkpoint_epoch)
+            checkpoint_uri = session.scalars(
+                select(Artifact.uri).where(
+                    Artifact.job_id == job.id,
+                    Artifact.format == ArtifactFormat.CHECKPOINT.value,
+                )
+            ).one_or_none()
+            return Claim(dict(job.spec), job.attempt, job.checkpoint_epoch, checkpoint_uri)
 
     @staticmethod
     def _tenant_is_busy(session: Session, job: Job, default_limits: Limits) -> bool:
@@ -139,7 +148,9 @@ class JobStore:
         with transaction(self.database_url) as session:
             add_event(session, self.job_id, "log", {"level": level, "message": message})
 
-    def succeed(self, test_metrics: Mapping[str, float], artifacts: list[StoredArtifact]) -> None:
+    def succeed(
+        self, test_metrics: Mapping[str, float], artifacts: Mapping[ArtifactFormat, StoredObject]
+    ) -> None:
         with self._owned() as (session, job):
             self._replace_artifacts(session, artifacts)
             job.test_metrics = dict(test_metrics)
@@ -155,25 +166,29 @@ class JobStore:
         with self._owned() as (session, job):
             self._end(session, job, JobStatus.CANCELLED)
 
-    def record_checkpoint(self, epoch: int, checkpoint: StoredArtifact) -> None:
+    def record_checkpoint(
+        self, epoch: int, checkpoint: Mapping[ArtifactFormat, StoredObject]
+    ) -> None:
         with self._owned() as (session, job):
-            self._replace_artifacts(session, [checkpoint])
+            self._replace_artifacts(session, checkpoint)
             job.checkpoint_epoch = epoch
 
-    def _replace_artifacts(self, session: Session, artifacts: list[StoredArtifact]) -> None:
-        formats = [item.format.value for item in artifacts]
+    def _replace_artifacts(
+        self, session: Session, artifacts: Mapping[ArtifactFormat, StoredObject]
+    ) -> None:
+        formats = [fmt.value for fmt in artifacts]
         session.execute(
             delete(Artifact).where(Artifact.job_id == self.job_id, Artifact.format.in_(formats))
         )
         session.add_all(
             Artifact(
                 job_id=self.job_id,
-                format=item.format.value,
+                format=fmt.value,
                 uri=item.uri,
                 size=item.size,
                 sha256=item.sha256,
             )
-            for item in artifacts
+            for fmt, item in artifacts.items()
         )
 
     @staticmethod

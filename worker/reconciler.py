@@ -24,11 +24,11 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import and_, or_, select
 
+from core.queue import dispatch
+from core.settings import Settings
 from models.db import transaction
 from models.events import add_status_event
-from models.settings import Settings
 from models.tables import Job, JobStatus, utcnow
-from worker.dispatch import dispatch
 
 log = logging.getLogger(__name__)
 

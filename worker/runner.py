@@ -13,15 +13,16 @@ from contextlib import contextmanager
 
 from pydantic import ValidationError
 
-from models.settings import Settings
+from core.settings import Settings
+from core.storage import open_store
 from models.spec import job_spec_adapter
-from worker.artifacts import ArtifactStore
+from worker.artifacts import JobArtifacts
 from worker.control import Control, JobCancelled
 from worker.errors import JobError
 from worker.jobstore import JobStore, LostOwnership
 from worker.memory import registered_gradients, release
 from worker.resolve import Resolver
-from worker.train import train
+from worker.train import Resume, train
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
     if claim is None:
         log.info("job %s is not to run now (not queued, or its tenant is busy)", job_id)
         return
-    artifacts = ArtifactStore(settings.artifacts_dir)
+    artifact_store = open_store(settings)
+    artifacts = JobArtifacts(artifact_store, job_id)
     max_runtime = claim.spec.get("max_runtime")
     control = Control(store, settings.heartbeat_interval, max_runtime)
     gradients_before = registered_gradients()
@@ -41,13 +43,16 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         with job_log_events(store):
             log.info("job %s: attempt %d started", job_id, claim.attempt)
             spec = job_spec_adapter.validate_python(claim.spec)
-            resolver = Resolver(settings.resolved_database_url)
-            result = train(
-                spec, store, control, artifacts, resolver, resume_after=claim.checkpoint_epoch
+            resolver = Resolver(settings.resolved_database_url, artifact_store)
+            resume = (
+                Resume(claim.checkpoint_epoch, claim.checkpoint_uri)
+                if claim.checkpoint_epoch and claim.checkpoint_uri
+                else None
             )
+            result = train(spec, store, control, artifacts, resolver, resume)
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
-            store.succeed(result.test_metrics, artifacts.save_model(result.model, job_id))
+            store.succeed(result.test_metrics, artifacts.save_model(result.model))
             del result  # its model holds the job's graphs, which the teardown below frees
     except LostOwnership:
         log.warning("job %s: re-queued to another attempt; dropping this one", job_id)

@@ -8,11 +8,13 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from core.queue import RUN_JOB_TASK, make_celery
+from core.settings import get_settings
 from models.db import forget_inherited_connections
-from models.settings import get_settings
-from worker.app import RUN_JOB_TASK, celery_app
 from worker.reconciler import Reconciler
 
+#: The worker's Celery app (``netkiln worker`` runs it); built from ``NETKILN_*``.
+celery_app = make_celery(get_settings())
 _reconciler: Reconciler | None = None
 
 

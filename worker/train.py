@@ -3,30 +3,34 @@ checkpoint and schedule callbacks, evaluate."""
 
 from __future__ import annotations
 
-import functools
 import math
 import platform
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 import keras
 
-from models.spec import AnyJobSpec, OptimizerSpec, PretrainJobSpec, TrainJobSpec, TransferJobSpec
-from models.spec.job import EarlyStoppingSpec
-from worker.artifacts import ArtifactStore
-from worker.build.autoencoder import build_autoencoder, encoder_of
+from models.kinds import kind_of
+from models.spec import AnyJobSpec
+from worker.artifacts import JobArtifacts
 from worker.build.callbacks import build_callbacks
-from worker.build.model import build_model, compile_model, count_params
-from worker.build.transfer import apply_phase, build_transfer_model
+from worker.build.model import compile_model, count_params
 from worker.control import Control
 from worker.data import load_dataset
 from worker.errors import JobError
 from worker.jobstore import JobStore
+from worker.kinds import BuildContext, build_for
 from worker.resolve import Resolver
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a retry picks up: after ``epoch`` epochs, from the checkpoint at the URI."""
+
+    epoch: int
+    checkpoint_uri: str
 
 
 @dataclass(frozen=True)
@@ -95,13 +99,13 @@ class ProgressCallback(keras.callbacks.Callback):
 class CheckpointCallback(keras.callbacks.Callback):
     """After every epoch: weights, optimizer state and step count, for a retry to resume."""
 
-    def __init__(self, store: JobStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: JobStore, artifacts: JobArtifacts) -> None:
         super().__init__()
         self.store = store
         self.artifacts = artifacts
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        checkpoint = self.artifacts.save_checkpoint(self.model, self.store.job_id)
+        checkpoint = self.artifacts.save_checkpoint(self.model)
         self.store.record_checkpoint(epoch + 1, checkpoint)
 
 
@@ -119,97 +123,31 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A run of ``epochs`` epochs under one compile; ``prepare`` sets trainable flags at
-    its start and returns what the job records about the phase."""
-
-    epochs: int
-    optimizer: OptimizerSpec
-    prepare: Callable[[keras.Model], dict[str, Any]] | None = None
-
-
-@dataclass(frozen=True)
-class Plan:
-    model: keras.Model
-    stages: list[Stage]
-    loss: str
-    metrics: list[str]
-    export: Callable[[keras.Model], keras.Model]
-    reconstruct: bool = False  # autoencoders learn x → x
-    early_stopping: EarlyStoppingSpec | None = None
-
-
-def plan(
-    spec: AnyJobSpec,
-    artifacts: ArtifactStore,
-    resolver: Resolver,
-    job_id: uuid.UUID,
-    resume_after: int | None,
-) -> Plan:
-    """The model to train (fresh, or the checkpoint to resume) and its stages."""
-    resumed = artifacts.load_checkpoint(job_id) if resume_after else None
-    if isinstance(spec, TrainJobSpec):
-        model = resumed if resumed is not None else build_model(spec.model, name=spec.name)
-        return Plan(
-            model,
-            [Stage(spec.fit.epochs, spec.compile.optimizer)],
-            spec.compile.loss,
-            list(spec.compile.metrics),
-            export=lambda trained: trained,
-            early_stopping=spec.fit.early_stopping,
-        )
-    if isinstance(spec, PretrainJobSpec):
-        pretrain = spec
-        return Plan(
-            resumed if resumed is not None else build_autoencoder(spec),
-            [Stage(spec.fit.epochs, spec.compile.optimizer)],
-            spec.compile.loss,
-            list(spec.compile.metrics),
-            export=lambda trained: encoder_of(trained, pretrain),
-            reconstruct=True,
-        )
-    if resumed is not None:
-        model, kept = resumed, _kept_from_checkpoint(spec, resumed)
-    else:
-        model, kept = build_transfer_model(spec, resolver.base_model(spec.base))
-    stages = [
-        Stage(phase.epochs, phase.optimizer, functools.partial(apply_phase, kept=kept, phase=phase))
-        for phase in spec.phases
-    ]
-    return Plan(model, stages, spec.compile.loss, list(spec.compile.metrics), lambda m: m)
-
-
-def _kept_from_checkpoint(spec: TransferJobSpec, model: keras.Model) -> int:
-    """Base layers in a resumed transfer model: all but the head."""
-    return len(model.layers) - len(spec.head_layers)
-
-
 def train(
     spec: AnyJobSpec,
     store: JobStore,
     control: Control,
-    artifacts: ArtifactStore,
+    artifacts: JobArtifacts,
     resolver: Resolver,
-    resume_after: int | None = None,
+    resume: Resume | None = None,
 ) -> TrainResult:
-    """Train ``spec``; with ``resume_after`` (epochs done), continue from the checkpoint."""
+    """Train ``spec``; with ``resume``, continue from its checkpoint."""
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     data = load_dataset(spec.dataset, resolver.dataset)
-    if isinstance(spec, TrainJobSpec):
-        _check_labels(spec, data.n_classes)
-    job_plan = plan(spec, artifacts, resolver, store.job_id, resume_after)
-    if resume_after:
-        store.log("info", f"resuming from the checkpoint after epoch {resume_after}")
-    model = job_plan.model
-    store.record_model(count_params(job_plan.export(model)), library_versions(), spec.total_epochs)
+    fit_plan = kind_of(spec).fit_plan(spec)
+    resumed = artifacts.load(resume.checkpoint_uri) if resume else None
+    built = build_for(spec, BuildContext(data, resolver, resumed))
+    if resume:
+        store.log("info", f"resuming from the checkpoint after epoch {resume.epoch}")
+    model = built.model
+    store.record_model(count_params(built.export(model)), library_versions(), spec.total_epochs)
     x_train, x_test = data.x_train, data.x_test
-    y_train, y_test = (x_train, x_test) if job_plan.reconstruct else (data.y_train, data.y_test)
+    y_train, y_test = (x_train, x_test) if fit_plan.reconstruct else (data.y_train, data.y_test)
 
-    done = resume_after or 0
+    done = resume.epoch if resume else 0
     start = 0
-    for index, stage in enumerate(job_plan.stages):
+    for index, stage in enumerate(fit_plan.stages):
         end = start + stage.epochs
         if done >= end:
             start = end
@@ -217,15 +155,16 @@ def train(
         if done <= start:
             # A fresh stage: (un)freeze, then recompile, as Keras needs after a change of
             # trainable flags. A stage resumed midway keeps the checkpoint's compile state.
-            if stage.prepare is not None:
-                store.record_phase(index, stage.prepare(model))
-            compile_model(model, job_plan.loss, stage.optimizer, job_plan.metrics)
+            record = built.prepare(model, stage) if built.prepare else None
+            if record is not None:
+                store.record_phase(index, record)
+            compile_model(model, fit_plan.loss, stage.optimizer, fit_plan.metrics)
         callbacks = [
-            *build_callbacks(stage.optimizer, job_plan.early_stopping),
+            *build_callbacks(stage.optimizer, fit_plan.early_stopping),
             CheckpointCallback(store, artifacts),
             # Progress goes last: it reads the learning rate the schedule callbacks just
             # set, and writes an epoch's row only once its checkpoint exists.
-            ProgressCallback(store, control, phase=index if len(job_plan.stages) > 1 else None),
+            ProgressCallback(store, control, phase=index if len(fit_plan.stages) > 1 else None),
         ]
         try:
             model.fit(
@@ -249,20 +188,4 @@ def train(
             x_test, y_test, batch_size=spec.batch_size, return_dict=True, verbose=0
         )
         test_metrics = {key: float(value) for key, value in evaluation.items()}
-    return TrainResult(job_plan.export(model), test_metrics)
-
-
-def _check_labels(spec: TrainJobSpec, n_classes: int) -> None:
-    """A classification head narrower than the label range fails deep inside the
-    backend with an opaque message; say what is wrong instead."""
-    if spec.compile.loss not in {"sparse_categorical_crossentropy", "categorical_crossentropy"}:
-        return
-    last_dense = next(
-        (layer for layer in reversed(spec.model.expanded_layers) if layer.type == "Dense"), None
-    )
-    units = getattr(last_dense, "units", None)
-    if units is not None and units < n_classes:
-        raise JobError(
-            "invalid_data",
-            f"the dataset has {n_classes} classes but the last Dense layer has {units} units",
-        )
+    return TrainResult(built.export(model), test_metrics)

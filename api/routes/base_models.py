@@ -8,13 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
 from api.body_limit import UploadRoute
-from api.deps import CallerDep, SessionDep, SettingsDep, get_caller
+from api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, get_caller
 from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import base_models as service
 from api.services.uploads import newest_first
 from api.upload_schemas import BaseModelOut, BaseModelPage
 from models.tables import BaseModel as BaseModelRow
-from models.uploads import discard, path_of
 
 router = APIRouter(
     prefix="/v1/models",
@@ -56,17 +55,18 @@ def upload_model(
     file: Annotated[UploadFile, File(description="A .keras or legacy .h5 Keras model.")],
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
     caller: CallerDep,
     response: Response,
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> BaseModelOut:
     """The file is inspected, never loaded: layers that carry code (Lambda) and custom
     objects other than netkiln's layers are refused."""
-    row = service.create(session, settings, caller, file.file, file.filename, name)
+    row = service.create(session, settings, store, caller, file.file, file.filename, name)
     try:
         session.commit()
     except Exception:
-        discard(path_of(row.uri))
+        store.delete(row.uri)
         raise
     response.headers["Location"] = f"/v1/models/{row.id}"
     return BaseModelOut.from_row(row)

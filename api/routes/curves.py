@@ -175,7 +175,7 @@ def compare_png(
 
 
 @router.get(
-    "/{job_id}/curves.png",
+    "/{job_id:uuid}/curves.png",
     response_class=Response,
     responses={**PNG, **error_responses({404: "No such job.", 409: "No epochs yet."})},
 )

@@ -8,14 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
 from api.body_limit import UploadRoute
-from api.deps import CallerDep, SessionDep, SettingsDep, get_caller
+from api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, get_caller
 from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import datasets as service
 from api.services.uploads import newest_first
 from api.upload_schemas import DatasetOut, DatasetPage
 from models.spec.data import BUILTIN_DATASETS
 from models.tables import Dataset
-from models.uploads import discard, path_of
 
 router = APIRouter(
     prefix="/v1/datasets",
@@ -53,6 +52,7 @@ def upload_dataset(
     ],
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
     caller: CallerDep,
     response: Response,
     name: Annotated[str | None, Form(max_length=200)] = None,
@@ -65,12 +65,12 @@ def upload_dataset(
     ] = 0.0,
 ) -> DatasetOut:
     row = service.create(
-        session, settings, caller, file.file, file.filename, name, label, test_fraction
+        session, settings, store, caller, file.file, file.filename, name, label, test_fraction
     )
     try:
         session.commit()
     except Exception:
-        discard(path_of(row.uri))
+        store.delete(row.uri)
         raise
     response.headers["Location"] = f"/v1/datasets/{row.id}"
     return DatasetOut.from_row(row)

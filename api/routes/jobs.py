@@ -6,35 +6,29 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote, urlparse
 
 import anyio
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import authenticate, authenticate_briefly, bearer, remembered_caller
 from api.cache import JobDocument, ReadCache
-from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep
+from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep, StoreDep
 from api.errors import UNAUTHORIZED, Conflict, NotFound, error_responses
 from api.json_body import JsonRoute
 from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import jobs as service
-from api.services.inspection import inspect
-from api.services.limits import check_limits
+from core.settings import Settings
 from models.db import session_factory
-from models.settings import Settings
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.tables import Artifact, EpochMetrics, Job, JobStatus
 from models.tenancy import Caller
-from worker.dispatch import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -96,43 +90,13 @@ def submit_job(
     ] = None,
 ) -> JobOut | DryRunOut:
     if dry_run:
-        inspection = inspect(session, spec, caller.tenant)
-        check_limits(session, spec, caller, inspection.summary, queueing=False)
         response.status_code = status.HTTP_200_OK
-        return DryRunOut(
-            spec=spec.model_dump(mode="json"),
-            summary=inspection.summary,
-            warnings=inspection.warnings,
-        )
-    if idempotency_key is not None:
-        existing = service.find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
-        if existing is not None:
-            response.status_code = status.HTTP_200_OK
-            response.headers["Location"] = f"/v1/jobs/{existing.id}"
-            return JobOut.from_row(existing)
-    job = service.submit(session, spec, caller, settings.max_attempts, idempotency_key)
-    # Commit before enqueueing: a worker must never receive an id it cannot read.
-    try:
-        session.commit()
-    except IntegrityError:
-        # A concurrent retry with the same key committed first: answer with its job.
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = service.find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
-        if existing is None:
-            raise
+        return service.dry_run(session, spec, caller)
+    submitted = service.submit(session, celery, settings, spec, caller, idempotency_key)
+    if not submitted.created:
         response.status_code = status.HTTP_200_OK
-        response.headers["Location"] = f"/v1/jobs/{existing.id}"
-        return JobOut.from_row(existing)
-    try:
-        dispatch(celery, settings.resolved_database_url, job.id)
-    except Exception:
-        # The row is the source of truth; a queued job without a message is re-sent
-        # by the worker's reconciler once the broker is back.
-        log.exception("could not enqueue job %s; it stays queued", job.id)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.from_row(job)
+    response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
+    return JobOut.from_row(submitted.job)
 
 
 @router.get(
@@ -154,7 +118,7 @@ def list_jobs(
     return JobPage(items=[JobOut.from_row(job) for job in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=NO_JOB)
+@router.get("/{job_id:uuid}", response_model=JobOut, responses=NO_JOB)
 async def get_job(
     job_id: uuid.UUID,
     request: Request,
@@ -201,7 +165,7 @@ def _read_job_document(
 
 
 @router.post(
-    "/{job_id}/cancel",
+    "/{job_id:uuid}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     responses={**NO_JOB, **error_responses({409: "The job has already ended."})},
@@ -217,7 +181,7 @@ def cancel_job(job: JobDep, session: SessionDep, request: Request) -> JobOut:
     return cancelled
 
 
-@router.get("/{job_id}/logs", response_model=LogPage, responses=NO_JOB)
+@router.get("/{job_id:uuid}/logs", response_model=LogPage, responses=NO_JOB)
 def get_logs(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0) -> LogPage:
     rows = service.events_after(session, job.id, after, kinds=("log",))
     return LogPage(
@@ -233,7 +197,7 @@ def get_logs(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)
 
 
 @router.get(
-    "/{job_id}/events",
+    "/{job_id:uuid}/events",
     response_class=EventSourceResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
@@ -296,7 +260,7 @@ def _event_id(header: str | None) -> int:
         return 0
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsOut, responses=NO_JOB)
+@router.get("/{job_id:uuid}/metrics", response_model=MetricsOut, responses=NO_JOB)
 def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
     rows = session.scalars(
         select(EpochMetrics).where(EpochMetrics.job_id == job.id).order_by(EpochMetrics.epoch)
@@ -309,7 +273,7 @@ def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
 
 
 @router.get(
-    "/{job_id}/model",
+    "/{job_id:uuid}/model",
     response_class=FileResponse,
     responses={
         200: {"content": {media: {} for media in MEDIA_TYPES.values()}},
@@ -325,6 +289,7 @@ def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
 def download_model(
     job: JobDep,
     session: SessionDep,
+    store: StoreDep,
     format: Annotated[
         Literal["keras", "h5", "checkpoint"],
         Query(
@@ -345,9 +310,12 @@ def download_model(
     etag = f'"{artifact.sha256}"'
     if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    path = Path(unquote(urlparse(artifact.uri).path))
-    if not path.is_file():
-        raise NotFound(f"the {format} model of job {job.id} is missing from artifact storage")
+    try:
+        path = store.local_path(artifact.uri)
+    except FileNotFoundError:
+        raise NotFound(
+            f"the {format} model of job {job.id} is missing from artifact storage"
+        ) from None
     stem = job.name or str(job.id)
     safe_stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
     return FileResponse(

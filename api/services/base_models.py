@@ -16,23 +16,18 @@ from api.services.uploads import (
     stage,
     upload_limit,
 )
-from models.model_files import ModelFormat, inspect_model_file
-from models.settings import Settings
+from core.settings import Settings
+from core.storage import ArtifactStore, upload_key
 from models.tables import BaseModel as BaseModelRow
 from models.tenancy import Caller
-from models.uploads import (
-    InvalidUpload,
-    expanded_limit,
-    file_uri,
-    place,
-    staging,
-    stored_path,
-)
+from uploads.archives import InvalidUpload, expanded_limit
+from uploads.model_files import ModelFormat, inspect_model_file
 
 
 def create(
     session: Session,
     settings: Settings,
+    store: ArtifactStore,
     caller: Caller,
     source: BinaryIO,
     filename: str | None,
@@ -41,26 +36,26 @@ def create(
     """Store an accepted model file and its row (flushed); refuse anything else with a
     4xx, leaving nothing behind."""
     model_id = uuid.uuid4()
-    with refusals(), staging(settings.data_dir) as folder:
+    with refusals(), store.staging() as folder:
         limit = upload_limit(settings, caller)
         staged = stage(source, folder, limit)
         format = sniff(magic(staged.path))
         summary = inspect_model_file(staged.path, format, folder, expanded_limit(limit))
-        final = stored_path(settings.data_dir, "models", model_id, f"model.{format}")
+        key = upload_key("models", model_id, f"model.{format}")
         row = BaseModelRow(
             id=model_id,
             tenant_id=caller.tenant,
             name=name,
             filename=clean_filename(filename, f"model.{format}"),
             format=format,
-            uri=file_uri(final),
+            uri=store.uri_for(key),
             size=staged.size,
             sha256=staged.sha256,
             summary=summary.model_dump(mode="json"),
         )
         session.add(row)
         session.flush()
-        place(staged.path, final)
+        store.put(key, staged.path, staged.sha256)
     return row
 
 

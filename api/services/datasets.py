@@ -9,7 +9,13 @@ from sqlalchemy.orm import Session
 
 from api.services.uploads import ZIP_MAGIC, magic, refusals, stage, upload_limit
 from api.upload_schemas import DatasetOut
-from models.dataset_files import (
+from core.settings import Settings
+from core.storage import ArtifactStore, upload_key
+from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS
+from models.tables import Dataset
+from models.tenancy import Caller
+from uploads.archives import InvalidUpload, expanded_limit, hash_file
+from uploads.dataset_files import (
     DatasetFormat,
     DatasetInfo,
     SplitInfo,
@@ -18,19 +24,6 @@ from models.dataset_files import (
     read_npz,
     split,
     write_npz,
-)
-from models.settings import Settings
-from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS
-from models.tables import Dataset
-from models.tenancy import Caller
-from models.uploads import (
-    InvalidUpload,
-    expanded_limit,
-    file_uri,
-    hash_file,
-    place,
-    staging,
-    stored_path,
 )
 
 
@@ -69,6 +62,7 @@ def builtin(name: str) -> DatasetOut:
 def create(
     session: Session,
     settings: Settings,
+    store: ArtifactStore,
     caller: Caller,
     source: BinaryIO,
     filename: str | None,
@@ -79,7 +73,7 @@ def create(
     """Check an uploaded .npz or .csv, store it as .npz with its row (flushed); refuse
     anything else with a 4xx, leaving nothing behind."""
     dataset_id = uuid.uuid4()
-    with refusals(), staging(settings.data_dir) as folder:
+    with refusals(), store.staging() as folder:
         limit = upload_limit(settings, caller)
         staged = stage(source, folder, limit)
         format = sniff(magic(staged.path), filename)
@@ -93,20 +87,20 @@ def create(
             arrays = read_csv(staged.path, label, test_fraction)
         info = describe(arrays)
         stored = hash_file(write_npz(arrays, folder / "data.npz"))
-        final = stored_path(settings.data_dir, "datasets", dataset_id, "data.npz")
+        key = upload_key("datasets", dataset_id, "data.npz")
         row = Dataset(
             id=dataset_id,
             tenant_id=caller.tenant,
             name=name,
             format=format,
-            uri=file_uri(final),
+            uri=store.uri_for(key),
             size=stored.size,
             sha256=stored.sha256,
             info=info.model_dump(mode="json"),
         )
         session.add(row)
         session.flush()
-        place(stored.path, final)
+        store.put(key, stored.path, stored.sha256)
     return row
 
 

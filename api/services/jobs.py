@@ -1,23 +1,33 @@
-"""Job queries and commands below the routes: they flush, the request owns the commit."""
+"""Job queries and commands below the routes. They flush and the request owns the commit,
+except :func:`submit`, which commits before it enqueues (see there)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
+from celery import Celery
 from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, NetkilnError
-from api.services.inspection import inspect
+from api.errors import Conflict, InvalidSpec, NetkilnError
+from api.schemas import DryRunOut
 from api.services.limits import check_limits
+from core.queue import dispatch
+from core.settings import Settings
+from models import kinds
 from models.events import add_event, add_status_event
 from models.spec import AnyJobSpec
 from models.tables import Job, JobEvent, JobStatus, utcnow
 from models.tenancy import Caller
+
+log = logging.getLogger(__name__)
 
 
 class BadCursor(NetkilnError):
@@ -45,15 +55,72 @@ def find_by_idempotency_key(
     return job
 
 
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    #: False: an earlier POST with the same Idempotency-Key created ``job``.
+    created: bool
+
+
+def dry_run(session: Session, spec: AnyJobSpec, caller: Caller) -> DryRunOut:
+    """What the job would be, checked against the caller's limits on the job itself (not
+    on the queue it would join); nothing is stored."""
+    inspection = _inspect(session, spec, caller)
+    check_limits(session, spec, caller, inspection.summary, queueing=False)
+    return DryRunOut(
+        spec=spec.model_dump(mode="json"),
+        summary=inspection.summary,
+        warnings=inspection.warnings,
+    )
+
+
 def submit(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    spec: AnyJobSpec,
+    caller: Caller,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Store a queued job and send its message; or, for a retried POST, the job the first
+    one created. Commits itself, because the message must follow the commit (a worker must
+    never receive an id it cannot read), and a concurrent retry with the same key shows
+    only as the commit's conflict."""
+    if idempotency_key is not None:
+        existing = find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
+        if existing is not None:
+            return Submitted(existing, created=False)
+    job = _insert(session, spec, caller, settings.max_attempts, idempotency_key)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = (
+            find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
+            if idempotency_key is not None
+            else None
+        )
+        if existing is None:
+            raise
+        return Submitted(existing, created=False)
+    try:
+        dispatch(celery, settings.resolved_database_url, job.id)
+    except Exception:
+        # The row is the source of truth; a queued job without a message is re-sent
+        # by the worker's reconciler once the broker is back.
+        log.exception("could not enqueue job %s; it stays queued", job.id)
+    return Submitted(job, created=True)
+
+
+def _insert(
     session: Session,
     spec: AnyJobSpec,
     caller: Caller,
     max_attempts: int,
-    idempotency_key: str | None = None,
+    idempotency_key: str | None,
 ) -> Job:
-    """Store a queued job, after checking it against the caller's limits."""
-    inspection = inspect(session, spec, caller.tenant)
+    """The queued job's row (flushed), after checking it against the caller's limits."""
+    inspection = _inspect(session, spec, caller)
     summary = inspection.summary
     check_limits(session, spec, caller, summary)
     job = Job(
@@ -75,6 +142,13 @@ def submit(
     session.flush()
     add_status_event(session, job)
     return job
+
+
+def _inspect(session: Session, spec: AnyJobSpec, caller: Caller) -> kinds.Inspection:
+    try:
+        return kinds.inspect(session, spec, caller.tenant)
+    except kinds.SpecError as exc:
+        raise InvalidSpec(exc.message, exc.loc) from exc
 
 
 def cancel(session: Session, job: Job) -> Job:

@@ -9,12 +9,13 @@ import math
 from sqlalchemy.orm import Session
 
 from api.errors import LimitExceeded
-from models.dataset_files import DatasetInfo
-from models.spec import AnyJobSpec, PretrainJobSpec, TrainJobSpec
+from models.kinds import kind_of
+from models.spec import AnyJobSpec
 from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS, DatasetSpec, SplitLimit
 from models.summary import ModelSummary
 from models.tables import Dataset, JobStatus
 from models.tenancy import Caller, count_jobs
+from uploads.dataset_files import DatasetInfo
 
 
 def check_limits(
@@ -46,7 +47,7 @@ def check_limits(
             summary.total,
             f"the model has {summary.total:,} parameters",
             status_code=422,
-            loc=[_model_field(spec)],
+            loc=kind_of(spec).model_loc,
         )
     if limits.max_epoch_examples is not None:
         examples = training_examples(session, spec.dataset)
@@ -58,7 +59,7 @@ def check_limits(
                 work,
                 f"{spec.total_epochs} epochs × {examples:,} training examples",
                 status_code=422,
-                loc=["fit", "epochs"] if not _is_transfer(spec) else ["phases"],
+                loc=kind_of(spec).epochs_loc,
             )
 
 
@@ -85,14 +86,3 @@ def training_examples(session: Session, dataset: DatasetSpec) -> int:
     cap = dataset.limit.train if isinstance(dataset.limit, SplitLimit) else dataset.limit
     return min(total, cap) if cap is not None else total
 
-
-def _model_field(spec: AnyJobSpec) -> str:
-    if isinstance(spec, TrainJobSpec):
-        return "model"
-    if isinstance(spec, PretrainJobSpec):
-        return "encoder"
-    return "head"
-
-
-def _is_transfer(spec: AnyJobSpec) -> bool:
-    return not isinstance(spec, TrainJobSpec | PretrainJobSpec)

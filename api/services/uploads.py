@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from api.errors import NetkilnError
 from api.services.jobs import decode_cursor, encode_cursor
-from models.settings import Settings
+from core.settings import Settings
 from models.tables import BaseModel as BaseModelRow
 from models.tables import Dataset
 from models.tenancy import Caller
-from models.uploads import InvalidUpload, StagedFile, UploadTooLarge, copy_bounded
+from uploads.archives import InvalidUpload, StagedFile, UploadTooLarge, copy_bounded
 
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

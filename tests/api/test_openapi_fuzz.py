@@ -54,8 +54,9 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import delete, select, text
 
 from api.app import create_app
+from core.queue import JOB_QUEUE, RUN_JOB_TASK
+from core.storage import open_store, upload_key
 from models.db import transaction
-from models.settings import JOB_QUEUE
 from models.spec import TrainJobSpec
 from models.summary import summarize
 from models.tables import (
@@ -68,9 +69,7 @@ from models.tables import (
     JobStatus,
 )
 from models.tenancy import set_limits
-from models.uploads import discard, path_of
 from tests.conftest import Backend, auth_headers
-from worker.app import RUN_JOB_TASK
 
 Operation = APIOperation[Any, Any, Any, Any]
 Case = schemathesis.Case[Any]
@@ -168,9 +167,11 @@ def fuzzed(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def _seed(
     app: FastAPI, headers: dict[str, str], tenant: str, database_url: str, folder: Path
 ) -> Seeded:
-    model_file = folder / "model.keras"
-    model_file.write_bytes(b"PK not really a model; only its bytes are served")
+    staged = folder / "model.keras"
+    staged.write_bytes(b"PK not really a model; only its bytes are served")
     succeeded, queued, model = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    # One stored file serves as the job's artifacts and the uploaded model alike.
+    stored = open_store(app.state.settings).put(upload_key("models", model, "model.keras"), staged)
     summary = summarize(TrainJobSpec.model_validate(SPEC).model).model_dump(mode="json")
     with transaction(database_url) as session:
         for job_id, status in ((succeeded, JobStatus.SUCCEEDED), (queued, JobStatus.QUEUED)):
@@ -202,8 +203,8 @@ def _seed(
                 Artifact(
                     job_id=succeeded,
                     format=format,
-                    uri=model_file.as_uri(),
-                    size=model_file.stat().st_size,
+                    uri=stored.uri,
+                    size=stored.size,
                     sha256=SHA256,
                 )
             )
@@ -214,8 +215,8 @@ def _seed(
                 name="fuzz-model",
                 filename="model.keras",
                 format="keras",
-                uri=model_file.as_uri(),
-                size=model_file.stat().st_size,
+                uri=stored.uri,
+                size=stored.size,
                 sha256=SHA256,
                 summary=MODEL_SUMMARY,
             )
@@ -244,9 +245,10 @@ def _clean_up(backend: Backend, database_url: str, tenant: str) -> None:
         for table in (Job, BaseModel, Dataset):
             session.execute(delete(table).where(table.tenant_id == tenant))
         session.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant})
+    store = open_store(backend.settings())
     for uri in uploads:
         if uri.startswith("file://") and str(backend.data_dir) in uri:
-            discard(path_of(uri))
+            store.delete(uri)
     if backend.broker_url is not None:
         import redis
 

@@ -22,8 +22,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, text
 
 from api.app import create_app
+from core.settings import Settings
+from core.storage import job_key, open_store
 from models.db import transaction
-from models.settings import Settings
 from models.spec import TrainJobSpec
 from models.summary import summarize
 from models.tables import ApiKey, Artifact, BaseModel, Dataset, EpochMetrics, Job, JobStatus
@@ -101,9 +102,10 @@ def tenants(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def _tenant_a_owns(settings: Settings, a: TestClient, tenant: str, folder: Path) -> Owned:
-    model_file = folder / "model.keras"
-    model_file.write_bytes(b"PK not really a model; only its bytes are served")
+    staged = folder / "model.keras"
+    staged.write_bytes(b"PK not really a model; only its bytes are served")
     job_id = uuid.uuid4()
+    stored = open_store(settings).put(job_key(job_id, "model.keras"), staged)
     with transaction(settings.resolved_database_url) as session:
         session.add(
             Job(
@@ -122,7 +124,7 @@ def _tenant_a_owns(settings: Settings, a: TestClient, tenant: str, folder: Path)
         for format in ("keras", "h5", "checkpoint"):
             session.add(
                 Artifact(
-                    job_id=job_id, format=format, uri=model_file.as_uri(), size=1, sha256="0" * 64
+                    job_id=job_id, format=format, uri=stored.uri, size=1, sha256="0" * 64
                 )
             )
     dataset = a.post("/v1/datasets", files={"file": ("d.npz", npz_bytes())})

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
 
+from core.storage import open_store, upload_key
 from models.db import transaction
 from models.tables import BaseModel, Dataset
-from models.uploads import path_of, staging_dir, uploads_dir
 from tests.conftest import Backend, api_client
 from worker.build.custom_layers import RReLU
 
@@ -47,7 +47,8 @@ class Api:
 
     def stored(self) -> tuple[set[Path], int, int]:
         """Files under uploads/, and the upload rows."""
-        files = {path for path in uploads_dir(self.backend.data_dir).rglob("*") if path.is_file()}
+        root = self.backend.data_dir / "uploads"
+        files = {path for path in root.rglob("*") if path.is_file()}
         with transaction(self.database_url) as session:
             models = session.scalar(select(func.count()).select_from(BaseModel)) or 0
             datasets = session.scalar(select(func.count()).select_from(Dataset)) or 0
@@ -59,7 +60,7 @@ def api(backend: Backend) -> Iterator[Api]:
     with api_client(backend.settings()) as client:
         yield Api(client, backend)
     # The PostgreSQL database outlives this module: remove the rows of its uploads.
-    ours = f"{uploads_dir(backend.data_dir).resolve().as_uri()}/%"
+    ours = f"{(backend.data_dir / 'uploads').resolve().as_uri()}/%"
     with transaction(str(backend.settings().resolved_database_url)) as session:
         session.execute(delete(BaseModel).where(BaseModel.uri.like(ours)))
         session.execute(delete(Dataset).where(Dataset.uri.like(ours)))
@@ -74,7 +75,7 @@ def refused(api: Api) -> Callable[[httpx.Response, int, str], None]:
         assert response.status_code == status, response.text
         assert message in response.json()["detail"], response.json()
         assert api.stored() == before
-        assert list(staging_dir(api.backend.data_dir).glob("*")) == []
+        assert list(api.backend.settings().staging_dir.glob("*")) == []
 
     return check
 
@@ -214,8 +215,11 @@ class TestModelUpload:
         with transaction(api.database_url) as session:
             row = session.get(BaseModel, uuid.UUID(body["id"]))
             assert row is not None
-            path = path_of(row.uri)
-        assert path == uploads_dir(api.backend.data_dir) / "models" / body["id"] / f"model.{suffix}"
+            uri = row.uri
+        store = open_store(api.backend.settings())
+        model_id = uuid.UUID(body["id"])
+        assert uri == store.uri_for(upload_key("models", model_id, f"model.{suffix}"))
+        path = store.local_path(uri)
         assert path.read_bytes() == content
 
     @pytest.mark.parametrize("suffix", ["keras", "h5"])
@@ -455,9 +459,10 @@ class TestDatasetUpload:
         with transaction(api.database_url) as session:
             row = session.get(Dataset, uuid.UUID(dataset_id))
             assert row is not None
-            path = path_of(row.uri)
-        assert path == uploads_dir(api.backend.data_dir) / "datasets" / dataset_id / "data.npz"
-        return path
+            uri = row.uri
+        store = open_store(api.backend.settings())
+        assert uri == store.uri_for(upload_key("datasets", uuid.UUID(dataset_id), "data.npz"))
+        return store.local_path(uri)
 
 
 DATASET_REFUSALS: list[tuple[str, bytes, str, dict[str, str], str]] = [

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from models.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import time
 import psutil
 import pytest
 
+from core.queue import make_celery
 from tests.e2e.conftest import Service, stop
 from tests.e2e.test_train import DIGITS_SPEC
-from worker.app import make_celery
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.app import create_app
+from core.settings import Settings
 from models.migrate import upgrade
-from models.settings import Settings
 from netkiln.cli import app
 
 EXAMPLES = Path(__file__).parents[2] / "examples"

@@ -1,14 +1,18 @@
-"""Settings that reach the Celery app: pool process recycling."""
+"""The queue contract: settings that reach the Celery app (pool process recycling, the
+embedded broker's folders) and dispatch."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from models.settings import Settings
-from worker.app import make_celery
+from core.queue import JOB_QUEUE, RUN_JOB_TASK, dispatch, make_celery
+from core.settings import Settings
+from models.migrate import upgrade
 
 
 def test_recycling_settings_reach_celery(tmp_path: Path) -> None:
@@ -47,3 +51,27 @@ def test_zero_turns_recycling_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert conf.worker_max_memory_per_child is None
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         Settings(data_dir=tmp_path, worker_max_tasks_per_child=-1)
+
+
+def test_embedded_broker_keeps_every_folder_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu's filesystem transport writes its exchange tables to ./control unless told
+    otherwise, which littered whatever folder a process started in."""
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir)
+    settings.ensure_dirs()
+    job_id = uuid.uuid4()
+    # No job row: dispatch's bookkeeping update finds nothing, the message is still sent.
+    upgrade(settings.resolved_database_url)
+    dispatch(make_celery(settings), settings.resolved_database_url, job_id)
+
+    assert os.listdir(elsewhere) == []
+    messages = list(settings.broker_dir.glob(f"*.{JOB_QUEUE}.msg"))
+    assert len(messages) == 1
+    assert str(job_id) in messages[0].read_text()
+    assert RUN_JOB_TASK in messages[0].read_text()
+    assert (data_dir / "broker-control").is_dir()

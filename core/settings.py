@@ -9,10 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.tenancy import Limits
-
-#: The queue every training task goes to; GPU workers consume it.
-JOB_QUEUE = "netkiln.jobs"
+from models.limits import Limits
 
 
 class Settings(BaseSettings):
@@ -30,6 +27,11 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         default=None, description="Celery broker URL; default a filesystem broker in data_dir."
+    )
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Where models, checkpoints and uploads are stored (core.storage); "
+        "default the data folder (file://<data_dir>).",
     )
     auth: Literal["keys", "none"] = Field(
         default="keys",
@@ -140,6 +142,8 @@ class Settings(BaseSettings):
             "data_folder_in": folder,
             "data_folder_out": folder,
             "processed_folder": str(self.data_dir / "broker-processed"),
+            # kombu's exchange tables; its default is ./control, wherever a process started.
+            "control_folder": str(self.data_dir / "broker-control"),
             "store_processed": False,
             "polling_interval": 0.25,
         }
@@ -149,12 +153,16 @@ class Settings(BaseSettings):
         return self.data_dir / "broker"
 
     @property
-    def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url or self.data_dir.as_uri()
+
+    @property
+    def staging_dir(self) -> Path:
+        """Local scratch space for files being written to the artifact store."""
+        return self.data_dir / "tmp"
 
     def ensure_dirs(self) -> None:
-        for folder in (self.data_dir, self.artifacts_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.uses_embedded_broker:
             self.broker_dir.mkdir(parents=True, exist_ok=True)
 

@@ -33,14 +33,14 @@ from typing import Any, Literal
 import h5py
 from pydantic import BaseModel, Field
 
-from models.keras_names import (
+from uploads.archives import InvalidUpload, extract_member, open_archive, read_member
+from uploads.keras_names import (
     CODE_CARRYING_LAYERS,
     KERAS_LAYER_ARGUMENTS,
     KERAS_LAYERS,
     KERAS_MODELS,
     KERAS_TRAINING_OBJECTS,
 )
-from models.uploads import InvalidUpload, extract_member, open_archive, read_member
 
 ModelFormat = Literal["keras", "h5"]
 

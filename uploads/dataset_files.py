@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
-from models.uploads import ARCHIVE_ERRORS, InvalidUpload, open_archive
+from uploads.archives import ARCHIVE_ERRORS, InvalidUpload, open_archive
 
 DatasetFormat = Literal["npz", "csv"]
 Arrays = dict[str, NDArray[Any]]

@@ -1,16 +1,28 @@
-"""The Celery app. Light on purpose: the API imports it to enqueue, so no TensorFlow here."""
+"""The queue contract between the API and the workers: the Celery app's settings, the
+task names and queues, and :func:`dispatch`. Both sides import this module; neither
+imports the other. Light on purpose: no TensorFlow, no FastAPI."""
 
 from __future__ import annotations
 
+import uuid
+
 from celery import Celery
+from sqlalchemy import update
 
-from models.settings import JOB_QUEUE, Settings, get_settings
+from core.settings import Settings
+from models.db import transaction
+from models.tables import Job, JobStatus, utcnow
 
+#: The queue every training task goes to; GPU workers consume it.
+JOB_QUEUE = "netkiln.jobs"
+#: The one task: its only argument is a job id (the row holds everything else).
 RUN_JOB_TASK = "netkiln.run_job"
+#: The module that defines the tasks; only a worker process imports it.
+TASK_MODULE = "worker.tasks"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("netkiln", include=["worker.tasks"])
+    app = Celery("netkiln", include=[TASK_MODULE])
     app.conf.update(
         broker_url=settings.resolved_broker_url,
         broker_transport_options=settings.broker_transport_options,
@@ -45,4 +57,15 @@ def celery_memory_kib(megabytes: int | None) -> int | None:
     return None if megabytes is None else megabytes * 1024
 
 
-celery_app = make_celery(get_settings())
+
+def dispatch(celery: Celery, database_url: str, job_id: uuid.UUID) -> None:
+    """Send the job's message, then note when. Only ever called with the id of a committed
+    row (by the API after its commit, by a worker's reconciler). A duplicate message is
+    harmless: only the delivery that claims the queued row trains."""
+    celery.send_task(RUN_JOB_TASK, args=[str(job_id)])
+    with transaction(database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(dispatched_at=utcnow())
+        )

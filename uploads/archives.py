@@ -1,29 +1,20 @@
-"""Where uploaded base models and datasets live, and how a file gets there.
-
-An upload is first copied into ``<data_dir>/tmp`` (bounded, hashed), inspected there, and
-only once accepted moved with ``os.replace`` into its final place:
-
-- ``<data_dir>/uploads/models/<id>/model.keras`` (or ``model.h5``)
-- ``<data_dir>/uploads/datasets/<id>/data.npz``
-
-so a refused upload leaves nothing under ``uploads/``, and a stored file is never partial.
+"""An uploaded file on its way in: copied into a staging folder (bounded, hashed), and its
+zip archive opened defensively. Only once inspection accepted it does the API publish it
+through the storage seam (:mod:`core.storage`), so a refused upload leaves nothing stored
+and a stored file is never partial.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
-import uuid
 import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Literal
-from urllib.parse import unquote, urlparse
+from typing import BinaryIO
 
 CHUNK_BYTES = 1024 * 1024
 #: An archive may expand to at most this many times the upload limit, and never past 2 GiB.
@@ -36,8 +27,6 @@ RATIO_FLOOR_BYTES = 1024 * 1024
 MAX_RATIO = 100
 #: Everything ``zipfile`` raises on damaged, truncated or unsupported archives.
 ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
-
-UploadKind = Literal["models", "datasets"]
 
 
 class InvalidUpload(ValueError):
@@ -56,38 +45,6 @@ class StagedFile:
     path: Path
     size: int
     sha256: str
-
-
-def uploads_dir(data_dir: Path) -> Path:
-    return data_dir / "uploads"
-
-
-def staging_dir(data_dir: Path) -> Path:
-    return data_dir / "tmp"
-
-
-def stored_path(data_dir: Path, kind: UploadKind, upload_id: uuid.UUID, filename: str) -> Path:
-    return uploads_dir(data_dir) / kind / str(upload_id) / filename
-
-
-def file_uri(path: Path) -> str:
-    return path.resolve().as_uri()
-
-
-def path_of(uri: str) -> Path:
-    return Path(unquote(urlparse(uri).path))
-
-
-@contextmanager
-def staging(data_dir: Path) -> Iterator[Path]:
-    """A private folder for one upload's temporary files, removed on exit."""
-    root = staging_dir(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def copy_bounded(source: BinaryIO, target: Path, limit: int) -> StagedFile:
@@ -110,18 +67,6 @@ def hash_file(path: Path) -> StagedFile:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return StagedFile(path, path.stat().st_size, digest.hexdigest())
-
-
-def place(staged: Path, final: Path) -> None:
-    """Move a staged file to its final path atomically (same file system: both lie under
-    the data directory)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, final)
-
-
-def discard(final: Path) -> None:
-    """Remove a stored file and its folder (its row was never committed)."""
-    shutil.rmtree(final.parent, ignore_errors=True)
 
 
 def expanded_limit(max_upload_bytes: int) -> int:

@@ -1,0 +1,198 @@
+"""The storage seam: the one module that makes, resolves, opens, writes and deletes artifact
+addresses — trained models, checkpoints, uploaded base models and datasets.
+
+An address has two forms. A *key* is the store-relative name this module makes
+(:func:`job_key`, :func:`upload_key`); a *URI* is what a row records and what the store
+resolves again (``file:///…/artifacts/<job>/model.keras``). Callers never build either by
+hand: they ask for a key, :meth:`ArtifactStore.put` a file under it, keep the returned
+URI, and later ask the store for :meth:`~ArtifactStore.local_path` or to
+:meth:`~ArtifactStore.delete` it.
+
+Writes are atomic from a reader's view: a file is prepared in :meth:`~ArtifactStore.staging`
+(a private folder on local disk), then :meth:`~ArtifactStore.put` publishes it whole, so no
+reader — a download, a resuming worker — ever sees half an object.
+
+Backends register by URL scheme in :data:`BACKENDS`; :func:`open_store` picks one from
+``NETKILN_ARTIFACTS_URL``. ``file://`` (a local or shared folder) is the first; an object
+store is one more subclass of :class:`ArtifactStore`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+from urllib.parse import unquote, urlparse
+
+from core.settings import Settings
+
+CHUNK_BYTES = 1024 * 1024
+
+UploadKind = Literal["models", "datasets"]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a row records about a published object."""
+
+    uri: str
+    size: int
+    sha256: str
+
+
+def job_key(job_id: uuid.UUID, filename: str) -> str:
+    """A job's artifact: its trained model (``model.keras``, ``model.h5``) or checkpoint."""
+    return f"artifacts/{job_id}/{filename}"
+
+
+def upload_key(kind: UploadKind, upload_id: uuid.UUID, filename: str) -> str:
+    """An uploaded base model or dataset, as accepted (after inspection)."""
+    return f"uploads/{kind}/{upload_id}/{filename}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ArtifactStore(ABC):
+    """Where artifacts live. ``staging_root`` is local scratch space for files being
+    prepared (uploads under inspection, models being saved)."""
+
+    #: The URL scheme this backend serves (``NETKILN_ARTIFACTS_URL``).
+    scheme: ClassVar[str]
+
+    def __init__(self, url: str, staging_root: Path) -> None:
+        self.url = url.rstrip("/")
+        self.staging_root = staging_root
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private folder for one write's temporary files, removed on exit."""
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="stage-", dir=self.staging_root))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @abstractmethod
+    def uri_for(self, key: str) -> str:
+        """The URI an object stored under ``key`` has (whether it exists yet or not)."""
+
+    @abstractmethod
+    def put(self, key: str, source: Path, sha256: str | None = None) -> StoredObject:
+        """Publish the local file ``source`` under ``key``, atomically, replacing what was
+        there. ``source`` is consumed. ``sha256``, when the caller already hashed it."""
+
+    @abstractmethod
+    def local_path(self, uri: str) -> Path:
+        """A local file with the object's bytes, for readers that need a path (Keras,
+        numpy, a file response). ``FileNotFoundError`` if the object does not exist."""
+
+    @abstractmethod
+    def exists(self, uri: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, uri: str) -> None:
+        """Remove the object; a missing one is no error."""
+
+
+class LocalStore(ArtifactStore):
+    """A folder on a local or shared file system (``file:///srv/netkiln``). Objects are
+    published with ``os.replace`` from a staging folder on the same file system, so a
+    reader sees the old file or the new one, never a mix."""
+
+    scheme = "file"
+
+    def __init__(self, url: str, staging_root: Path) -> None:
+        super().__init__(url, staging_root)
+        self.root = _file_path(url)
+
+    def uri_for(self, key: str) -> str:
+        return self._path_of_key(key).as_uri()
+
+    def put(self, key: str, source: Path, sha256: str | None = None) -> StoredObject:
+        final = self._path_of_key(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        size, digest = source.stat().st_size, sha256 or sha256_file(source)
+        try:
+            os.replace(source, final)
+        except OSError:
+            # Another file system (the staging root elsewhere): copy next to the final
+            # name first, so the rename that publishes it is still atomic.
+            partial = final.with_name(f".partial-{uuid.uuid4().hex}-{final.name}")
+            try:
+                shutil.copyfile(source, partial)
+                os.replace(partial, final)
+            finally:
+                partial.unlink(missing_ok=True)
+            source.unlink(missing_ok=True)
+        return StoredObject(final.as_uri(), size, digest)
+
+    def local_path(self, uri: str) -> Path:
+        path = self._path_of_uri(uri)
+        if not path.is_file():
+            raise FileNotFoundError(f"no object at {uri}")
+        return path
+
+    def exists(self, uri: str) -> bool:
+        return self._path_of_uri(uri).is_file()
+
+    def delete(self, uri: str) -> None:
+        path = self._path_of_uri(uri)
+        path.unlink(missing_ok=True)
+        # Each object has a folder of its own (a job's or an upload's); drop it once empty.
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    def _path_of_key(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"artifact key {key!r} leaves the store")
+        return path
+
+    def _path_of_uri(self, uri: str) -> Path:
+        path = _file_path(uri).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"{uri} is not in the artifact store at {self.url}")
+        return path
+
+
+def _file_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise ValueError(f"not a file:// URI: {uri}")
+    return Path(unquote(parsed.path)).resolve()
+
+
+#: Storage backends by URL scheme.
+BACKENDS: dict[str, type[ArtifactStore]] = {LocalStore.scheme: LocalStore}
+
+
+def open_store(settings: Settings) -> ArtifactStore:
+    """The artifact store ``settings`` name (``NETKILN_ARTIFACTS_URL``; by default the data
+    folder itself)."""
+    url = settings.resolved_artifacts_url
+    scheme = urlparse(url).scheme
+    backend = BACKENDS.get(scheme)
+    if backend is None:
+        known = ", ".join(f"{name}://" for name in sorted(BACKENDS))
+        raise ValueError(f"NETKILN_ARTIFACTS_URL {url!r}: unknown scheme; use one of {known}")
+    return backend(url, settings.staging_dir)

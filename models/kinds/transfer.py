@@ -1,0 +1,119 @@
+"""``kind: "transfer"``: a trained base (a succeeded job's model or an upload), cut, under
+a new head, trained through phases that freeze and unfreeze. The dry run reads the base's
+layers from the database: a job's stored summary, or an uploaded model's inspection."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
+
+from models.kinds.base import FitPlan, Inspection, JobKind, Loc, SpecError, Stage, summarize_at
+from models.spec import ModelSpec, TransferJobSpec
+from models.spec.transfer import JobBase
+from models.spec.transfer_lint import lint_transfer
+from models.summary import LayerSummary, ModelSummary
+from models.tables import BaseModel, Job, JobStatus
+
+
+class TransferKind(JobKind[TransferJobSpec]):
+    name = "transfer"
+    model_loc: ClassVar[Loc] = ["head"]
+    epochs_loc: ClassVar[Loc] = ["phases"]
+
+    def inspect(self, session: Session, spec: TransferJobSpec, tenant: str) -> Inspection:
+        base_summary = _base_summary(session, spec, tenant)
+        rows = base_summary["layers"]
+        names = [row["name"] for row in rows]
+        try:
+            kept = spec.cut.kept(names)
+        except ValueError as exc:
+            raise SpecError(str(exc), ["cut"]) from exc
+        warnings = lint_transfer(spec, names[:kept], [row["type"] for row in rows[:kept]])
+        cut_shape = rows[kept - 1].get("output_shape") if kept else base_summary["input_shape"]
+        if (
+            not base_summary.get("input_shape")
+            or not cut_shape
+            or any(dim is None for dim in cut_shape[1:])
+        ):
+            return Inspection(None, warnings)  # an upload whose shapes could not be read
+        head = summarize_at(
+            ModelSpec(input_shape=list(cut_shape[1:]), layers=list(spec.head_layers)),
+            spec.batch_size,
+            self.model_loc,
+        )
+        return Inspection(_joined(spec, base_summary["input_shape"], rows[:kept], head), warnings)
+
+    def fit_plan(self, spec: TransferJobSpec) -> FitPlan:
+        return FitPlan(
+            [Stage(phase.epochs, phase.optimizer, phase) for phase in spec.phases],
+            spec.compile.loss,
+            list(spec.compile.metrics),
+        )
+
+
+def _joined(
+    spec: TransferJobSpec,
+    input_shape: list[int | None],
+    base_rows: list[dict[str, Any]],
+    head: ModelSummary,
+) -> ModelSummary:
+    """The kept base layers' rows and the head's, as one model's summary."""
+    kept = len(base_rows)
+    rows = [LayerSummary.model_validate(_row(row, index)) for index, row in enumerate(base_rows)]
+    head_rows = [row.model_copy(update={"index": kept + row.index}) for row in head.layers]
+    trainable = sum(row.trainable for row in rows) + head.trainable
+    non_trainable = sum(row.non_trainable for row in rows) + head.non_trainable
+    weight_bytes = 4 * (trainable + non_trainable)
+    return ModelSummary(
+        input_shape=list(input_shape),
+        layers=[*rows, *head_rows],
+        total=trainable + non_trainable,
+        trainable=trainable,
+        non_trainable=non_trainable,
+        weight_bytes=weight_bytes,
+        activation_bytes_per_example=head.activation_bytes_per_example,
+        batch_size=spec.batch_size,
+        memory_estimate_bytes=weight_bytes + spec.batch_size * head.activation_bytes_per_example,
+    )
+
+
+def _row(row: dict[str, Any], index: int) -> dict[str, Any]:
+    params = int(row.get("params", 0))
+    if "non_trainable" in row:  # a job's summary row: counts
+        trainable, non_trainable = int(row["trainable"]), int(row["non_trainable"])
+    else:  # an upload's row: a trainable flag
+        trainable = params if row.get("trainable", True) else 0
+        shape = row.get("output_shape") or []
+        if trainable and row["type"] == "BatchNormalization" and shape and shape[-1]:
+            trainable -= 2 * int(shape[-1])  # the moving mean and variance never train
+        non_trainable = params - trainable
+    return {
+        "index": index,
+        "spec_index": -1,  # from the base, not this spec
+        "name": row["name"],
+        "type": row["type"],
+        "output_shape": row.get("output_shape") or [],
+        "params": params,
+        "trainable": trainable,
+        "non_trainable": non_trainable,
+    }
+
+
+def _base_summary(session: Session, spec: TransferJobSpec, tenant: str) -> dict[str, Any]:
+    if isinstance(spec.base, JobBase):
+        job = session.get(Job, spec.base.job)
+        if job is None or job.tenant_id != tenant:
+            raise SpecError(f"no job {spec.base.job}", ["base", "job"])
+        if JobStatus(job.status) != JobStatus.SUCCEEDED:
+            raise SpecError(
+                f"base job {job.id} is {job.status}; submit the transfer once it succeeded",
+                ["base", "job"],
+            )
+        if not job.summary:
+            raise SpecError(f"base job {job.id} has no layer summary", ["base", "job"])
+        return job.summary
+    upload = session.get(BaseModel, spec.base.model)
+    if upload is None or upload.tenant_id != tenant:
+        raise SpecError(f"no uploaded model {spec.base.model}", ["base", "model"])
+    return upload.summary

@@ -1,0 +1,116 @@
+"""The storage seam on its first backend, a local folder."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+from core.storage import LocalStore, job_key, open_store, sha256_file, upload_key
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    opened = open_store(Settings(data_dir=tmp_path / "data"))
+    assert isinstance(opened, LocalStore)
+    return opened
+
+
+def _staged(store: LocalStore, folder: Path, content: bytes) -> Path:
+    path = folder / "model.keras"
+    path.write_bytes(content)
+    return path
+
+
+class TestPutAndRead:
+    def test_put_publishes_the_file_and_reports_what_a_row_records(self, store: LocalStore) -> None:
+        job_id = uuid.uuid4()
+        with store.staging() as folder:
+            staged = _staged(store, folder, b"weights")
+            digest = sha256_file(staged)
+            stored = store.put(job_key(job_id, "model.keras"), staged)
+            assert not staged.exists()  # consumed
+        assert stored.uri == store.uri_for(job_key(job_id, "model.keras"))
+        assert (stored.size, stored.sha256) == (7, digest)
+        assert store.local_path(stored.uri).read_bytes() == b"weights"
+        assert store.exists(stored.uri)
+        assert list(store.staging_root.iterdir()) == []
+
+    def test_put_replaces_atomically_while_a_reader_reads(self, store: LocalStore) -> None:
+        key = job_key(uuid.uuid4(), "checkpoint.keras")
+        versions = [bytes([n]) * 200_000 for n in range(1, 30)]
+        with store.staging() as folder:
+            store.put(key, _staged(store, folder, versions[0]))
+        uri = store.uri_for(key)
+        seen: list[bytes] = []
+        done = threading.Event()
+
+        def read() -> None:
+            while not done.is_set():
+                seen.append(store.local_path(uri).read_bytes())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for content in versions[1:]:
+                with store.staging() as folder:
+                    store.put(key, _staged(store, folder, content))
+        finally:
+            done.set()
+            reader.join(timeout=60)
+        # Every read saw one whole version, never a mix or a truncated file.
+        assert seen
+        assert all(content in versions for content in seen)
+
+    def test_missing_object(self, store: LocalStore) -> None:
+        uri = store.uri_for(upload_key("datasets", uuid.uuid4(), "data.npz"))
+        assert not store.exists(uri)
+        with pytest.raises(FileNotFoundError):
+            store.local_path(uri)
+
+
+class TestDelete:
+    def test_delete_removes_the_object_and_its_empty_folders(self, store: LocalStore) -> None:
+        upload_id = uuid.uuid4()
+        with store.staging() as folder:
+            stored = store.put(
+                upload_key("models", upload_id, "model.keras"), _staged(store, folder, b"x")
+            )
+        store.delete(stored.uri)
+        assert not store.exists(stored.uri)
+        assert not (store.root / "uploads" / "models" / str(upload_id)).exists()
+        assert store.root.is_dir()
+        store.delete(stored.uri)  # a missing object is no error
+
+    def test_delete_keeps_a_folder_other_objects_share(self, store: LocalStore) -> None:
+        job_id = uuid.uuid4()
+        with store.staging() as folder:
+            model = store.put(job_key(job_id, "model.keras"), _staged(store, folder, b"m"))
+        with store.staging() as folder:
+            checkpoint = store.put(
+                job_key(job_id, "checkpoint.keras"), _staged(store, folder, b"c")
+            )
+        store.delete(model.uri)
+        assert store.local_path(checkpoint.uri).read_bytes() == b"c"
+
+
+class TestRefusals:
+    def test_keys_and_uris_cannot_leave_the_store(self, store: LocalStore, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="leaves the store"):
+            store.uri_for("../outside/model.keras")
+        outside = tmp_path / "elsewhere.keras"
+        outside.write_bytes(b"x")
+        with pytest.raises(ValueError, match="not in the artifact store"):
+            store.local_path(outside.as_uri())
+        with pytest.raises(ValueError, match="not in the artifact store"):
+            store.delete(outside.as_uri())
+        assert outside.exists()
+
+    def test_unknown_scheme_names_the_known_ones(self, tmp_path: Path) -> None:
+        settings = Settings(data_dir=tmp_path, artifacts_url="ftp://example/bucket")
+        with pytest.raises(ValueError, match=r"unknown scheme; use one of file://"):
+            open_store(settings)
+
