@@ -11,7 +11,7 @@ from api.body_limit import UploadRoute
 from api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, get_caller
 from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import base_models as service
-from api.services.uploads import newest_first
+from api.services.uploads import commit_or_discard, newest_first
 from api.upload_schemas import BaseModelOut, BaseModelPage
 from models.tables import BaseModel as BaseModelRow
 
@@ -63,11 +63,7 @@ def upload_model(
     """The file is inspected, never loaded: layers that carry code (Lambda) and custom
     objects other than netkiln's layers are refused."""
     row = service.create(session, settings, store, caller, file.file, file.filename, name)
-    try:
-        session.commit()
-    except Exception:
-        store.delete(row.uri)
-        raise
+    commit_or_discard(session, store, row)
     response.headers["Location"] = f"/v1/models/{row.id}"
     return BaseModelOut.from_row(row)
 

@@ -11,7 +11,7 @@ from api.body_limit import UploadRoute
 from api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, get_caller
 from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import datasets as service
-from api.services.uploads import newest_first
+from api.services.uploads import commit_or_discard, newest_first
 from api.upload_schemas import DatasetOut, DatasetPage
 from models.spec.data import BUILTIN_DATASETS
 from models.tables import Dataset
@@ -67,11 +67,7 @@ def upload_dataset(
     row = service.create(
         session, settings, store, caller, file.file, file.filename, name, label, test_fraction
     )
-    try:
-        session.commit()
-    except Exception:
-        store.delete(row.uri)
-        raise
+    commit_or_discard(session, store, row)
     response.headers["Location"] = f"/v1/datasets/{row.id}"
     return DatasetOut.from_row(row)
 

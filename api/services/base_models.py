@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
@@ -12,12 +11,13 @@ from api.services.uploads import (
     ZIP_MAGIC,
     clean_filename,
     magic,
+    publish,
     refusals,
     stage,
     upload_limit,
 )
 from core.settings import Settings
-from core.storage import ArtifactStore, upload_key
+from core.storage import ArtifactStore
 from models.tables import BaseModel as BaseModelRow
 from models.tenancy import Caller
 from uploads.archives import InvalidUpload, expanded_limit
@@ -35,28 +35,29 @@ def create(
 ) -> BaseModelRow:
     """Store an accepted model file and its row (flushed); refuse anything else with a
     4xx, leaving nothing behind."""
-    model_id = uuid.uuid4()
     with refusals(), store.staging() as folder:
         limit = upload_limit(settings, caller)
         staged = stage(source, folder, limit)
         format = sniff(magic(staged.path))
         summary = inspect_model_file(staged.path, format, folder, expanded_limit(limit))
-        key = upload_key("models", model_id, f"model.{format}")
-        row = BaseModelRow(
-            id=model_id,
-            tenant_id=caller.tenant,
-            name=name,
-            filename=clean_filename(filename, f"model.{format}"),
-            format=format,
-            uri=store.uri_for(key),
-            size=staged.size,
-            sha256=staged.sha256,
-            summary=summary.model_dump(mode="json"),
+        return publish(
+            session,
+            store,
+            "models",
+            f"model.{format}",
+            staged,
+            lambda model_id, uri: BaseModelRow(
+                id=model_id,
+                tenant_id=caller.tenant,
+                name=name,
+                filename=clean_filename(filename, f"model.{format}"),
+                format=format,
+                uri=uri,
+                size=staged.size,
+                sha256=staged.sha256,
+                summary=summary.model_dump(mode="json"),
+            ),
         )
-        session.add(row)
-        session.flush()
-        store.put(key, staged.path, staged.sha256)
-    return row
 
 
 def sniff(head: bytes) -> ModelFormat:

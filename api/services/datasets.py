@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from api.services.uploads import ZIP_MAGIC, magic, refusals, stage, upload_limit
+from api.services.uploads import ZIP_MAGIC, magic, publish, refusals, stage, upload_limit
 from api.upload_schemas import DatasetOut
 from core.settings import Settings
-from core.storage import ArtifactStore, upload_key
+from core.storage import ArtifactStore
 from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS
 from models.tables import Dataset
 from models.tenancy import Caller
@@ -72,7 +71,6 @@ def create(
 ) -> Dataset:
     """Check an uploaded .npz or .csv, store it as .npz with its row (flushed); refuse
     anything else with a 4xx, leaving nothing behind."""
-    dataset_id = uuid.uuid4()
     with refusals(), store.staging() as folder:
         limit = upload_limit(settings, caller)
         staged = stage(source, folder, limit)
@@ -87,21 +85,23 @@ def create(
             arrays = read_csv(staged.path, label, test_fraction)
         info = describe(arrays)
         stored = hash_file(write_npz(arrays, folder / "data.npz"))
-        key = upload_key("datasets", dataset_id, "data.npz")
-        row = Dataset(
-            id=dataset_id,
-            tenant_id=caller.tenant,
-            name=name,
-            format=format,
-            uri=store.uri_for(key),
-            size=stored.size,
-            sha256=stored.sha256,
-            info=info.model_dump(mode="json"),
+        return publish(
+            session,
+            store,
+            "datasets",
+            "data.npz",
+            stored,
+            lambda dataset_id, uri: Dataset(
+                id=dataset_id,
+                tenant_id=caller.tenant,
+                name=name,
+                format=format,
+                uri=uri,
+                size=stored.size,
+                sha256=stored.sha256,
+                info=info.model_dump(mode="json"),
+            ),
         )
-        session.add(row)
-        session.flush()
-        store.put(key, stored.path, stored.sha256)
-    return row
 
 
 def sniff(head: bytes, filename: str | None) -> DatasetFormat:

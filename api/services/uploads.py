@@ -3,7 +3,8 @@ within the size limit, and turning refusals into 4xx errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, TypeVar
@@ -14,10 +15,13 @@ from sqlalchemy.orm import Session
 from api.errors import NetkilnError
 from api.services.jobs import decode_cursor, encode_cursor
 from core.settings import Settings
+from core.storage import ArtifactStore, UploadKind, upload_key
 from models.tables import BaseModel as BaseModelRow
 from models.tables import Dataset
 from models.tenancy import Caller
 from uploads.archives import InvalidUpload, StagedFile, UploadTooLarge, copy_bounded
+
+UploadRow = TypeVar("UploadRow", BaseModelRow, Dataset)
 
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -64,6 +68,35 @@ def stage(source: BinaryIO, folder: Path, limit: int) -> StagedFile:
     if staged.size == 0:
         raise InvalidUpload("the uploaded file is empty")
     return staged
+
+
+def publish(
+    session: Session,
+    store: ArtifactStore,
+    kind: UploadKind,
+    filename: str,
+    staged: StagedFile,
+    make_row: Callable[[uuid.UUID, str], UploadRow],
+) -> UploadRow:
+    """Record the accepted upload's row (``make_row(id, uri)``, flushed), then publish its
+    file: a row that cannot be inserted leaves nothing stored. The request's commit follows
+    (:func:`commit_or_discard`)."""
+    upload_id = uuid.uuid4()
+    key = upload_key(kind, upload_id, filename)
+    row = make_row(upload_id, store.uri_for(key))
+    session.add(row)
+    session.flush()
+    store.put(key, staged.path, staged.sha256)
+    return row
+
+
+def commit_or_discard(session: Session, store: ArtifactStore, row: BaseModelRow | Dataset) -> None:
+    """Commit the upload's row; if that fails, its published file goes too."""
+    try:
+        session.commit()
+    except Exception:
+        store.delete(row.uri)
+        raise
 
 
 def magic(path: Path) -> bytes:
