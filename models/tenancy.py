@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models.limits import Limits
@@ -103,6 +103,14 @@ def set_limits(session: Session, tenant: str, changes: dict[str, Any]) -> Tenant
     row.limits = Limits.model_validate(merged).model_dump(exclude_none=True)
     session.flush()
     return row
+
+
+def lock_tenant(session: Session, tenant: str) -> None:
+    """Hold the tenant's row until the transaction ends, so that one tenant's
+    count-then-insert steps take turns: a row lock on PostgreSQL, the database's write lock
+    on SQLite (whose deferred transaction starts at this first write, so the count that
+    follows reads the newest state). The update changes nothing."""
+    session.execute(update(Tenant).where(Tenant.id == tenant).values(limits=Tenant.limits))
 
 
 def count_jobs(session: Session, tenant: str, status: JobStatus) -> int:

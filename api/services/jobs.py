@@ -18,14 +18,14 @@ from sqlalchemy.orm import Session
 
 from api.errors import Conflict, InvalidSpec, NetkilnError
 from api.schemas import DryRunOut
-from api.services.limits import check_limits
+from api.services.limits import check_job_limits, check_queue_room
 from core.queue import dispatch
 from core.settings import Settings
 from models import kinds
 from models.events import add_event, add_status_event
 from models.spec import AnyJobSpec
 from models.tables import Job, JobEvent, JobStatus, utcnow
-from models.tenancy import Caller
+from models.tenancy import Caller, lock_tenant
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def dry_run(session: Session, spec: AnyJobSpec, caller: Caller) -> DryRunOut:
     """What the job would be, checked against the caller's limits on the job itself (not
     on the queue it would join); nothing is stored."""
     inspection = _inspect(session, spec, caller)
-    check_limits(session, spec, caller, inspection.summary, queueing=False)
+    check_job_limits(session, spec, caller, inspection.summary)
     return DryRunOut(
         spec=spec.model_dump(mode="json"),
         summary=inspection.summary,
@@ -85,13 +85,19 @@ def submit(
     """Store a queued job and send its message; or, for a retried POST, the job the first
     one created. Commits itself, because the message must follow the commit (a worker must
     never receive an id it cannot read), and a concurrent retry with the same key shows
-    only as the commit's conflict."""
+    only as the insert's conflict."""
     if idempotency_key is not None:
         existing = find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
         if existing is not None:
             return Submitted(existing, created=False)
-    job = _insert(session, spec, caller, settings.max_attempts, idempotency_key)
+    inspection = _inspect(session, spec, caller)
+    check_job_limits(session, spec, caller, inspection.summary)
     try:
+        # Count and insert as one step per tenant, so concurrent submits cannot all take
+        # the last free queue slot.
+        lock_tenant(session, caller.tenant)
+        check_queue_room(session, caller)
+        job = _insert(session, spec, caller, inspection, settings.max_attempts, idempotency_key)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -116,13 +122,12 @@ def _insert(
     session: Session,
     spec: AnyJobSpec,
     caller: Caller,
+    inspection: kinds.Inspection,
     max_attempts: int,
     idempotency_key: str | None,
 ) -> Job:
-    """The queued job's row (flushed), after checking it against the caller's limits."""
-    inspection = _inspect(session, spec, caller)
+    """The queued job's row, flushed."""
     summary = inspection.summary
-    check_limits(session, spec, caller, summary)
     job = Job(
         tenant_id=caller.tenant,
         idempotency_key=idempotency_key,

@@ -1,6 +1,6 @@
-"""A submission checked against its tenant's limits (jobs waiting, model size, training
-work), before anything is stored. Concurrent running jobs are the worker's to enforce
-when it claims a job (:meth:`worker.jobstore.JobStore.claim`)."""
+"""A submission checked against its tenant's limits: the job itself (model size, training
+work) and the queue it joins (jobs waiting). Concurrent running jobs are the worker's to
+enforce when it claims a job (``worker/jobstore.py``)."""
 
 from __future__ import annotations
 
@@ -18,27 +18,29 @@ from models.tenancy import Caller, count_jobs
 from uploads.dataset_files import DatasetInfo
 
 
-def check_limits(
-    session: Session,
-    spec: AnyJobSpec,
-    caller: Caller,
-    summary: ModelSummary | None,
-    *,
-    queueing: bool = True,
+def check_queue_room(session: Session, caller: Caller) -> None:
+    """429 if the tenant's ``max_queued_jobs`` are waiting already. Call it under
+    :func:`models.tenancy.lock_tenant`, in the transaction that inserts the job: otherwise
+    concurrent submits all count the same free slot."""
+    limit = caller.limits.max_queued_jobs
+    if limit is None:
+        return
+    queued = count_jobs(session, caller.tenant, JobStatus.QUEUED)
+    if queued >= limit:
+        raise LimitExceeded(
+            "max_queued_jobs",
+            limit,
+            queued + 1,
+            f"tenant {caller.tenant} has {queued} jobs waiting; retry once some started",
+            status_code=429,
+        )
+
+
+def check_job_limits(
+    session: Session, spec: AnyJobSpec, caller: Caller, summary: ModelSummary | None
 ) -> None:
-    """Raise :class:`LimitExceeded` for the first limit the job breaks. A dry run
-    (``queueing=False``) checks the job itself, not the queue it would join."""
+    """Raise :class:`LimitExceeded` for the first limit the job itself breaks."""
     limits = caller.limits
-    if queueing and limits.max_queued_jobs is not None:
-        queued = count_jobs(session, caller.tenant, JobStatus.QUEUED)
-        if queued >= limits.max_queued_jobs:
-            raise LimitExceeded(
-                "max_queued_jobs",
-                limits.max_queued_jobs,
-                queued + 1,
-                f"tenant {caller.tenant} has {queued} jobs waiting; retry once some started",
-                status_code=429,
-            )
     max_params = limits.max_params
     if max_params is not None and summary is not None and summary.total > max_params:
         raise LimitExceeded(

@@ -11,7 +11,9 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, text
+from sqlalchemy import delete, func, select, text
 
 from api.app import create_app
 from core.settings import Settings
@@ -371,6 +373,46 @@ class TestLimits:
             self.limit(tenants, max_queued_jobs=None)
             with transaction(tenants.database_url) as session:
                 session.execute(delete(Job).where(Job.id.in_(waiting)))
+
+    def test_max_queued_jobs_holds_under_concurrent_submits(self, tenants: Tenants) -> None:
+        """Counting and inserting are one step per tenant: 30 submits at once, 3 slots."""
+        tenant = tenants.tenants[1]
+        self.limit(tenants, max_queued_jobs=3)
+        try:
+            with ThreadPoolExecutor(max_workers=15) as pool:
+                responses = list(
+                    pool.map(lambda _: tenants.b.post("/v1/jobs", json=SPEC), range(30))
+                )
+            codes = Counter(response.status_code for response in responses)
+            assert codes == {202: 3, 429: 27}, [r.text for r in responses if r.status_code >= 500]
+            assert all(r.headers["content-type"] == "application/json" for r in responses)
+            with transaction(tenants.database_url) as session:
+                queued = session.scalar(
+                    select(func.count()).select_from(Job).where(Job.tenant_id == tenant)
+                )
+            assert queued == 3
+        finally:
+            self.limit(tenants, max_queued_jobs=None)
+            with transaction(tenants.database_url) as session:
+                session.execute(delete(Job).where(Job.tenant_id == tenant))
+
+    def test_concurrent_retries_with_one_idempotency_key_make_one_job(
+        self, tenants: Tenants
+    ) -> None:
+        key = {"Idempotency-Key": f"race-{uuid.uuid4()}"}
+        with ThreadPoolExecutor(max_workers=15) as pool:
+            responses = list(
+                pool.map(lambda _: tenants.b.post("/v1/jobs", json=SPEC, headers=key), range(30))
+            )
+        try:
+            assert {response.status_code for response in responses} <= {200, 202}, [
+                response.text for response in responses
+            ]
+            assert [response.status_code for response in responses].count(202) == 1
+            assert len({response.json()["id"] for response in responses}) == 1
+        finally:
+            with transaction(tenants.database_url) as session:
+                session.execute(delete(Job).where(Job.tenant_id == tenants.tenants[1]))
 
     def test_max_upload_bytes_is_a_413(self, tenants: Tenants) -> None:
         self.limit(tenants, max_upload_bytes=1000)
