@@ -32,6 +32,8 @@ from models.tenancy import Caller
 
 log = logging.getLogger(__name__)
 
+#: Event ids are 64-bit signed integers in the database.
+MAX_EVENT_ID = 2**63 - 1
 #: How often an open event stream looks for new events.
 EVENT_POLL_SECONDS = 0.5
 # Every route authenticates: through ``CallerDep`` (``JobDep`` includes it), JsonRoute
@@ -182,7 +184,9 @@ def cancel_job(job: JobDep, session: SessionDep, request: Request) -> JobOut:
 
 
 @router.get("/{job_id:uuid}/logs", response_model=LogPage, responses=NO_JOB)
-def get_logs(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0) -> LogPage:
+def get_logs(
+    job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0
+) -> LogPage:
     rows = service.events_after(session, job.id, after, kinds=("log",))
     return LogPage(
         job_id=job.id,
@@ -211,7 +215,9 @@ async def stream_events(
     # Read by authenticate_briefly; declared here so the schema shows the bearer scheme.
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Resume after this event id.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="Resume after this event id.")
+    ] = None,
 ) -> EventSourceResponse:
     """Status changes, epoch ends (metrics, learning rate) and log lines as server-sent
     events; the stream ends once the job has ended and every event was sent. Reconnect with
@@ -254,8 +260,9 @@ async def stream_events(
 
 
 def _event_id(header: str | None) -> int:
+    """A browser's ``Last-Event-ID``; past every id there can be, it means "nothing new"."""
     try:
-        return max(int(header or 0), 0)
+        return min(max(int(header or 0), 0), MAX_EVENT_ID)
     except ValueError:
         return 0
 

@@ -9,7 +9,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from celery import Celery
 from sqlalchemy import Select, and_, or_, select
@@ -225,6 +225,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         when = datetime.fromisoformat(created_at)
         if when.tzinfo is None or not isinstance(job_id, str):
             raise ValueError("not a (UTC timestamp, id) pair")
-        return when, uuid.UUID(job_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        # A timestamp near year 1 or 9999 in another zone has no UTC equivalent.
+        return when.astimezone(UTC), uuid.UUID(job_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise BadCursor("cursor is not one this API returned") from exc

@@ -431,8 +431,20 @@ class TestList:
             _cursor("2024-01-01T00:00:00+00:00", 5),
             _cursor("2024-01-01T00:00:00", str(uuid.uuid4())),
             _cursor("yesterday", str(uuid.uuid4())),
+            _cursor("0001-01-01T00:00:00+14:00", str(uuid.uuid4())),
+            _cursor("9999-12-31T23:59:59-14:00", str(uuid.uuid4())),
         ],
-        ids=["symbols", "short", "numbers", "one-item", "int-id", "naive-time", "bad-time"],
+        ids=[
+            "symbols",
+            "short",
+            "numbers",
+            "one-item",
+            "int-id",
+            "naive-time",
+            "bad-time",
+            "before-year-1-in-utc",
+            "past-9999-in-utc",
+        ],
     )
     def test_cursor_this_api_did_not_issue_is_400(self, api: Api, cursor: str) -> None:
         response = api.client.get("/v1/jobs", params={"cursor": cursor})
@@ -446,6 +458,25 @@ class TestList:
         response = api.client.get("/v1/jobs", params=params)
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["query", next(iter(params))]
+
+
+class TestEventIds:
+    def test_event_ids_past_64_bits_are_422_or_mean_nothing_new(self, api: Api) -> None:
+        job_id = api.submit().json()["id"]
+        huge = 2**63
+        for path in ("logs", "events"):
+            response = api.client.get(f"/v1/jobs/{job_id}/{path}", params={"after": huge})
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"][0]["loc"] == ["query", "after"]
+        logs = api.client.get(f"/v1/jobs/{job_id}/logs", params={"after": huge - 1})
+        assert logs.status_code == 200
+        assert logs.json()["lines"] == []
+        api.client.post(f"/v1/jobs/{job_id}/cancel")  # the stream below then ends
+        with api.client.stream(
+            "GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(10**30)}
+        ) as stream:
+            assert stream.status_code == 200
+            assert "data:" not in "".join(stream.iter_text())
 
 
 class TestRead:
