@@ -13,6 +13,7 @@ from api.errors import (
     netkiln_error_handler,
     request_validation_handler,
 )
+from api.event_feeds import EventFeeds
 from api.routes import base_models, curves, datasets, health, jobs, metrics, ui
 from api.telemetry import make_registry
 from core.queue import make_celery
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings)
     app.state.metrics = make_registry(settings.resolved_database_url)
     app.state.read_cache = ReadCache(settings.read_cache_seconds)
+    app.state.event_feeds = EventFeeds(settings.resolved_database_url)
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(HTTPException, http_error_handler)

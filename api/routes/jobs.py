@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -16,10 +15,17 @@ from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import authenticate, authenticate_briefly, bearer, remembered_caller
+from api.auth import (
+    authenticate,
+    authenticate_briefly,
+    bearer,
+    bearer_key,
+    remembered_caller,
+)
 from api.cache import JobDocument, ReadCache
 from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep, StoreDep
-from api.errors import UNAUTHORIZED, Conflict, NotFound, error_responses
+from api.errors import UNAUTHORIZED, Conflict, NotFound, Unauthorized, error_responses
+from api.event_feeds import EventFeeds
 from api.json_body import JsonRoute
 from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import jobs as service
@@ -34,8 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Event ids are 64-bit signed integers in the database.
 MAX_EVENT_ID = 2**63 - 1
-#: How often an open event stream looks for new events.
-EVENT_POLL_SECONDS = 0.5
 # Every route authenticates: through ``CallerDep`` (``JobDep`` includes it), JsonRoute
 # for bodies, and get_job by hand, so that its hot path needs no thread-pool hop.
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=JsonRoute, responses=UNAUTHORIZED)
@@ -223,40 +227,43 @@ async def stream_events(
     events; the stream ends once the job has ended and every event was sent. Reconnect with
     ``Last-Event-ID`` (browsers do) to continue where the stream broke off."""
     caller = await authenticate_briefly(request)
-    factory = session_factory(settings.resolved_database_url)
-
-    def read(cursor: int) -> tuple[list[tuple[int, str, str]], bool | None]:
-        with factory() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.tenant_id != caller.tenant:
-                return [], None
-            rows = service.events_after(session, job_id, cursor)
-            return [(row.id, row.kind, json.dumps(row.data)) for row in rows], JobStatus(
-                job.status
-            ).is_terminal
-
-    cursor = after or _event_id(last_event_id)
-    first, ended = await anyio.to_thread.run_sync(read, cursor)
-    if ended is None:
+    if not await anyio.to_thread.run_sync(_owns_job, settings, caller, job_id):
         raise NotFound(f"no job {job_id}")
+    feeds: EventFeeds = request.app.state.event_feeds
+    key = bearer_key(request)
+    # A revoked key's streams end within the read cache's time (or a second).
+    recheck_every = max(settings.read_cache_seconds, 1.0)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        nonlocal cursor
-        batch, done = first, ended
-        while True:
-            for event_id, kind, data in batch:
-                yield ServerSentEvent(id=str(event_id), event=kind, data=data)
-                cursor = event_id
-            if done and not batch:
+        recheck_at = anyio.current_time() + recheck_every
+        async for batch in feeds.follow(job_id, after or _event_id(last_event_id)):
+            for event in batch.events:
+                yield ServerSentEvent(id=str(event.id), event=event.kind, data=event.data)
+            if batch.ended:
                 # This process's next status read shows the end the stream just told.
                 request.app.state.read_cache.forget_job(job_id)
                 return
-            if not batch:
-                await anyio.sleep(EVENT_POLL_SECONDS)
-            batch, finished = await anyio.to_thread.run_sync(read, cursor)
-            done = bool(finished)
+            if anyio.current_time() >= recheck_at:
+                recheck_at = anyio.current_time() + recheck_every
+                if not await anyio.to_thread.run_sync(_still_allowed, settings, request, key):
+                    return
 
     return EventSourceResponse(events(), ping=15)
+
+
+def _owns_job(settings: Settings, caller: Caller, job_id: uuid.UUID) -> bool:
+    with session_factory(settings.resolved_database_url)() as session:
+        tenant = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    return tenant == caller.tenant
+
+
+def _still_allowed(settings: Settings, request: Request, key: str | None) -> bool:
+    with session_factory(settings.resolved_database_url)() as session:
+        try:
+            authenticate(settings, session, key, request.app.state.read_cache)
+        except Unauthorized:
+            return False
+    return True
 
 
 def _event_id(header: str | None) -> int:
