@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.celery = make_celery(settings)
     app.state.store = open_store(settings)
+    # Uploads cut short by a killed API process left their staging folders behind.
+    app.state.store.clean_staging()
     app.state.metrics = make_registry(settings.resolved_database_url)
     app.state.read_cache = ReadCache(settings.read_cache_seconds)
     app.state.event_feeds = EventFeeds(settings.resolved_database_url)

@@ -45,6 +45,10 @@ def make_celery(settings: Settings) -> Celery:
         # can take longer than Celery's default 4 s: with Redis, Celery then killed each
         # replacement process and forked another (seen on a busy 2-core machine).
         worker_proc_alive_timeout=120.0,
+        # How long the main process waits for a dead pool process's result before it
+        # reports the job's process lost (default 10 s). Results are ignored here, so
+        # waiting gains nothing and only delays re-queueing a crashed job.
+        worker_lost_wait=1.0,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between a running job's heartbeats (with batch progress and the "
         "check for cancellation).",
+    )
+    job_memory_limit_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="A job whose pool process's resident memory passes this many MB is "
+        "ended at once, failed with resource_limit (not retried). Unset: 75% of the "
+        "machine's memory; 0: no ceiling.",
+    )
+    stop_grace: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a cancelled or timed-out job's training loop has to stop by "
+        "itself; past that (a hung build, data load or evaluation) its process is ended "
+        "and the outcome recorded by the job's control thread.",
     )
     heartbeat_timeout: float = Field(
         default=60.0, gt=0, description="A running job silent this long lost its worker."
@@ -151,6 +166,14 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def job_memory_limit_bytes(self) -> int | None:
+        if self.job_memory_limit_mb == 0:
+            return None
+        if self.job_memory_limit_mb is not None:
+            return self.job_memory_limit_mb * 1024 * 1024
+        return int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
     @property
     def resolved_artifacts_url(self) -> str:

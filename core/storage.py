@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
@@ -79,13 +80,29 @@ class ArtifactStore(ABC):
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
-        """A private folder for one write's temporary files, removed on exit."""
+        """A private folder for one write's temporary files, removed on exit. Its name
+        says which process owns it, so one killed mid-write is cleaned up later
+        (:meth:`clean_staging`)."""
         self.staging_root.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="stage-", dir=self.staging_root))
+        prefix = f"{_staging_prefix()}{os.getpid()}-"
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.staging_root))
         try:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def clean_staging(self) -> list[Path]:
+        """Remove the staging folders of this host's processes that no longer run (killed
+        in the middle of an upload or a checkpoint); the folders removed. Folders of
+        running processes, and of other hosts sharing the folder, are left alone."""
+        prefix = _staging_prefix()
+        removed = []
+        for folder in self.staging_root.glob(f"{prefix}*"):
+            owner = folder.name.removeprefix(prefix).partition("-")[0]
+            if owner.isdigit() and not _running(int(owner)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
     @abstractmethod
     def uri_for(self, key: str) -> str:
@@ -180,6 +197,20 @@ def _file_path(uri: str) -> Path:
     if parsed.scheme != "file":
         raise ValueError(f"not a file:// URI: {uri}")
     return Path(unquote(parsed.path)).resolve()
+
+
+def _staging_prefix() -> str:
+    return f"stage-{socket.gethostname()}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 #: Storage backends by URL scheme.

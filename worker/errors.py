@@ -6,7 +6,16 @@ from __future__ import annotations
 from typing import Literal
 
 ErrorCode = Literal[
-    "invalid_data", "nan_loss", "out_of_memory", "timeout", "worker_lost", "internal"
+    "invalid_data",
+    "nan_loss",
+    "out_of_memory",
+    # Past the worker's per-job memory ceiling (NETKILN_JOB_MEMORY_LIMIT_MB).
+    "resource_limit",
+    "timeout",
+    "worker_lost",
+    # The pool process died running the job (a crash in the backend) in every attempt.
+    "worker_crashed",
+    "internal",
 ]
 
 

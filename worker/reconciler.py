@@ -95,6 +95,36 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
     return report
 
 
+def record_crash(settings: Settings, job_id: uuid.UUID, host: str, reason: str) -> bool:
+    """The pool process running ``job_id`` on this host died (a signal, a crash in the
+    backend's native code): re-queue the job for its next attempt, or, once its attempts
+    are used up, fail it ``worker_crashed`` — at once, rather than after the heartbeat
+    time-out. A job whose row already ended (its control thread ended the process on
+    purpose) or that another attempt runs is left alone. True if the row changed."""
+    with transaction(settings.resolved_database_url) as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker_host != host:
+            return False
+        what = f"the worker process died during attempt {job.attempt} ({reason})"
+        if job.cancel_requested_at is not None:
+            job.status = JobStatus.CANCELLED
+            job.finished_at = utcnow()
+        elif job.attempt >= job.max_attempts:
+            job.status = JobStatus.FAILED
+            job.error_code = "worker_crashed"
+            job.error_message = (
+                f"{what}; it died in all {job.max_attempts} attempts, so the job is not "
+                "retried (a spec that crashes the backend fails the same way every time)"
+            )
+            job.finished_at = utcnow()
+        else:
+            job.status = JobStatus.QUEUED
+            job.dispatched_at = None  # the reconciler sends it
+        add_status_event(session, job, reason=what)
+        log.warning("job %s: %s", job_id, what)
+        return True
+
+
 class Reconciler(threading.Thread):
     def __init__(self, settings: Settings, celery: Celery) -> None:
         super().__init__(name="netkiln-reconciler", daemon=True)

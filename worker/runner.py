@@ -36,7 +36,13 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
     artifact_store = open_store(settings)
     artifacts = JobArtifacts(artifact_store, job_id)
     max_runtime = claim.spec.get("max_runtime")
-    control = Control(store, settings.heartbeat_interval, max_runtime)
+    control = Control(
+        store,
+        settings.heartbeat_interval,
+        max_runtime,
+        memory_limit=settings.job_memory_limit_bytes,
+        grace=settings.stop_grace,
+    )
     gradients_before = registered_gradients()
     try:
         control.start()
@@ -72,6 +78,9 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         _record(lambda: store.fail(error), job_id)
     finally:
         control.stop()
+        # A pool process killed mid-checkpoint (by its watchdog, or a crash) left its
+        # staging folder; this one's are gone, since they are context managers.
+        artifact_store.clean_staging()
         # Free the graphs and weights of this job before the next one arrives. Not just
         # clear_session(): each job's train graph stays pinned by TensorFlow's gradient
         # registry (~4.5 MB a small job, without end) unless release() unpins it.

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import uuid
 from typing import Any
 
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import WorkerLostError
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.worker.request import Request
 
 from core.queue import RUN_JOB_TASK, make_celery
 from core.settings import get_settings
+from core.storage import open_store
 from models.db import forget_inherited_connections
-from worker.reconciler import Reconciler
+from worker.reconciler import Reconciler, record_crash
+
+log = logging.getLogger(__name__)
 
 #: The worker's Celery app (``netkiln worker`` runs it); built from ``NETKILN_*``.
 celery_app = make_celery(get_settings())
@@ -37,13 +45,32 @@ def _warm_up(**_: Any) -> None:
     # worker_max_tasks_per_child jobs, or after one died) inherits the reconciler's
     # pooled database connections; it must never use them.
     forget_inherited_connections()
+    # The process this one replaces may have died mid-checkpoint.
+    open_store(get_settings()).clean_staging()
     # Import TensorFlow in the pool process, never in the parent: a forked TF runtime
     # can deadlock, and paying the import here keeps it off the first job's clock.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import worker.runner  # noqa: F401
 
 
-@celery_app.task(name=RUN_JOB_TASK)
+class JobRequest(Request):
+    """A job's delivery, as the worker's main process sees it: when the pool process
+    running it dies, the job's row learns so at once (:func:`record_crash`)."""
+
+    def on_failure(
+        self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        if isinstance(exc, WorkerLostError | SystemExit):
+            try:
+                job_id = uuid.UUID(self.args[0])
+                record_crash(get_settings(), job_id, socket.gethostname(), str(exc))
+            except Exception:  # the reconciler's heartbeat check still catches the job
+                log.exception("could not record the crash of job %s", self.args[0])
+
+
+@celery_app.task(name=RUN_JOB_TASK, Request=JobRequest)
 def run_job(job_id: str) -> None:
     from worker.runner import run_job as run
 

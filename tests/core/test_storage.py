@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -114,3 +117,22 @@ class TestRefusals:
         with pytest.raises(ValueError, match=r"unknown scheme; use one of file://"):
             open_store(settings)
 
+
+
+def test_clean_staging_removes_folders_of_dead_processes_only(store: LocalStore) -> None:
+    """What an upload or a checkpoint killed with SIGKILL leaves behind goes; what a
+    running process is writing stays."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.staging_root.mkdir(parents=True)
+    host = socket.gethostname()
+    abandoned = store.staging_root / f"stage-{host}-{dead.pid}-abc"
+    abandoned.mkdir()
+    (abandoned / "checkpoint.keras").write_bytes(b"half")
+    other_host = store.staging_root / f"stage-elsewhere.example-{dead.pid}-abc"
+    other_host.mkdir()
+    with store.staging() as ours:
+        assert store.clean_staging() == [abandoned]
+        assert ours.is_dir()
+    assert not abandoned.exists()
+    assert other_host.is_dir()

@@ -1,0 +1,124 @@
+"""A job cannot take its worker down: a pool process that dies mid-job is noticed by the
+worker's main process at once (the job re-queued, or failed ``worker_crashed`` after its
+last attempt), and a job past the worker's memory ceiling is ended ``resource_limit``
+while the worker goes on to the next job."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import time
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.e2e.conftest import Service, stop
+from tests.e2e.test_train import DIGITS_SPEC
+from tests.e2e.test_worker_loss import _events
+
+pytestmark = pytest.mark.e2e
+
+
+def _pool_process(service: Service, timeout: float = 120) -> psutil.Process:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(service.processes["worker"].pid).children()
+        if children:
+            return children[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no pool process:\n{service.tail()}")
+
+
+def _wait_running(service: Service, job_id: str, attempt: int, timeout: float = 180) -> Any:
+    """The job's attempt ``attempt``, once it has trained a batch (it is in the fit loop)."""
+    deadline = time.monotonic() + timeout
+    with service.client() as client:
+        while time.monotonic() < deadline:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] == "running" and job["attempt"] == attempt:
+                progress = job["progress"]
+                if progress["epoch"] or progress.get("batch"):
+                    return job
+            assert job["status"] in {"queued", "running"}, (job, service.tail())
+            time.sleep(0.1)
+    raise AssertionError(f"attempt {attempt} of {job_id} never ran:\n{service.tail()}")
+
+
+def _long_spec(name: str) -> dict[str, Any]:
+    spec = copy.deepcopy(DIGITS_SPEC)
+    spec["name"] = name
+    spec["fit"] = {"epochs": 40, "batch_size": 4}
+    return spec
+
+
+def test_a_crashed_pool_process_requeues_its_job_at_once(service: Service) -> None:
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=_long_spec("crash-once")).json()["id"]
+        _wait_running(service, job_id, attempt=1)
+        os.kill(_pool_process(service).pid, signal.SIGSEGV)  # as a crash in native code
+        # Not the heartbeat time-out: the main process saw its pool process die.
+        _wait_running(service, job_id, attempt=2)
+        cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 202
+        assert service.wait_for(job_id)["status"] == "cancelled"
+        reasons = [
+            event["data"].get("reason", "")
+            for event in _events(client, job_id)
+            if event["event"] == "status" and event["data"]["status"] == "queued"
+        ]
+        # Re-queued by the worker's main process, which saw the crash (not by the
+        # reconciler's heartbeat time-out, which says "stopped responding").
+        assert any("worker process died during attempt 1" in reason for reason in reasons), (
+            reasons
+        )
+
+
+def test_a_job_that_crashes_every_attempt_fails_worker_crashed(service: Service) -> None:
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=_long_spec("crash-always")).json()["id"]
+        for attempt in (1, 2, 3):
+            _wait_running(service, job_id, attempt)
+            os.kill(_pool_process(service).pid, signal.SIGABRT)
+        job = service.wait_for(job_id, timeout=60)
+        assert (job["status"], job["error"]["code"]) == ("failed", "worker_crashed"), job
+        assert "all 3 attempts" in job["error"]["message"]
+        # The worker itself lives on and takes the next job.
+        quick = copy.deepcopy(DIGITS_SPEC)
+        quick["fit"]["epochs"] = 1
+        next_id = client.post("/v1/jobs", json=quick).json()["id"]
+        assert service.wait_for(next_id)["status"] == "succeeded", service.tail()
+
+
+def test_a_job_past_the_memory_ceiling_fails_and_the_worker_goes_on(service: Service) -> None:
+    stop(service.processes["worker"])
+    service.env = {**service.env, "NETKILN_JOB_MEMORY_LIMIT_MB": "1500"}
+    service.start_worker()
+    try:
+        hungry = copy.deepcopy(DIGITS_SPEC)
+        hungry["name"] = "too-big"
+        # ~270M parameters: ~1 GB of weights, past 1.5 GB with the backend's own memory
+        # and far from what would endanger the machine (24 GB) before it is ended.
+        hungry["model"]["layers"][1] = {"type": "Dense", "units": 65536, "activation": "relu"}
+        hungry["model"]["layers"].insert(2, {"type": "Dense", "units": 4096})
+        with service.client() as client:
+            job_id = client.post("/v1/jobs", json=hungry).json()["id"]
+            job = service.wait_for(job_id, timeout=300)
+            assert (job["status"], job["error"]["code"]) == ("failed", "resource_limit"), (
+                job,
+                service.tail(),
+            )
+            assert job["attempt"] == 1  # not retried like a lost worker
+            quick = copy.deepcopy(DIGITS_SPEC)
+            quick["fit"]["epochs"] = 1
+            next_id = client.post("/v1/jobs", json=quick).json()["id"]
+            assert service.wait_for(next_id)["status"] == "succeeded", service.tail()
+    finally:
+        stop(service.processes["worker"])
+        service.env = {
+            key: value
+            for key, value in service.env.items()
+            if key != "NETKILN_JOB_MEMORY_LIMIT_MB"
+        }
+        service.start_worker()
