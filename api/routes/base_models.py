@@ -13,6 +13,7 @@ from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import base_models as service
 from api.services.uploads import commit_or_discard, newest_first
 from api.upload_schemas import BaseModelOut, BaseModelPage
+from models.spec.job import PRINTABLE
 from models.tables import BaseModel as BaseModelRow
 
 router = APIRouter(
@@ -58,7 +59,7 @@ def upload_model(
     store: StoreDep,
     caller: CallerDep,
     response: Response,
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[str | None, Form(max_length=200, pattern=PRINTABLE)] = None,
 ) -> BaseModelOut:
     """The file is inspected, never loaded: layers that carry code (Lambda) and custom
     objects other than netkiln's layers are refused."""

@@ -60,7 +60,13 @@ def _is_number(value: Any) -> bool:
 
 
 def _title(job: Job) -> str:
-    return f"{job.name or job.id} ({job.status})"
+    return f"{plain(job.name or str(job.id))} ({job.status})"
+
+
+def plain(text: str) -> str:
+    """``text`` drawn as written: matplotlib reads ``$…$`` as TeX math, and a name such
+    as ``a $\\foo{$`` is then a parse error instead of a title."""
+    return text.replace("$", r"\$")
 
 
 def _png(figure: Figure) -> Response:
@@ -119,13 +125,13 @@ def draw_comparison(metric: str, series: Sequence[tuple[str, str, Rows]]) -> Fig
         epochs, values = _series(rows, key)
         if epochs:
             suffix = "" if key == metric else f" ({key})"
-            axes.plot(epochs, values, marker=".", label=f"{label}{suffix}")
+            axes.plot(epochs, values, marker=".", label=plain(f"{label}{suffix}"))
     axes.set_xlabel("epoch")
-    axes.set_ylabel(metric)
+    axes.set_ylabel(plain(metric))
     axes.grid(True, alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # else no job recorded the metric
         axes.legend(loc="best", fontsize="small")
-    axes.set_title(f"{metric} of {len(series)} jobs")
+    axes.set_title(plain(f"{metric} of {len(series)} jobs"))
     figure.tight_layout()
     return figure
 

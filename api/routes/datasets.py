@@ -14,6 +14,7 @@ from api.services import datasets as service
 from api.services.uploads import commit_or_discard, newest_first
 from api.upload_schemas import DatasetOut, DatasetPage
 from models.spec.data import BUILTIN_DATASETS
+from models.spec.job import PRINTABLE
 from models.tables import Dataset
 
 router = APIRouter(
@@ -55,9 +56,12 @@ def upload_dataset(
     store: StoreDep,
     caller: CallerDep,
     response: Response,
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[str | None, Form(max_length=200, pattern=PRINTABLE)] = None,
     label: Annotated[
-        str, Form(min_length=1, max_length=200, description="CSV: the label column.")
+        str,
+        Form(
+            min_length=1, max_length=200, pattern=PRINTABLE, description="CSV: the label column."
+        ),
     ] = "label",
     test_fraction: Annotated[
         float,

@@ -33,6 +33,7 @@ from core.settings import Settings
 from models.db import session_factory
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
+from models.spec.job import PRINTABLE
 from models.tables import Artifact, EpochMetrics, Job, JobStatus
 from models.tenancy import Caller
 
@@ -91,6 +92,7 @@ def submit_job(
         str | None,
         Header(
             max_length=255,
+            pattern=PRINTABLE,
             description="A retried POST with the same key returns the job the first created.",
         ),
     ] = None,
@@ -114,7 +116,7 @@ def list_jobs(
     session: SessionDep,
     caller: CallerDep,
     status: JobStatus | None = None,
-    kind: str | None = None,
+    kind: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobPage:

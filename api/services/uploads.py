@@ -105,8 +105,10 @@ def magic(path: Path) -> bytes:
 
 
 def clean_filename(filename: str | None, default: str) -> str:
-    """The uploaded file's own name, without any folders a client put in front of it."""
+    """The uploaded file's own name, without any folders a client put in front of it, or
+    control characters (a NUL cannot be stored in PostgreSQL)."""
     name = PurePath((filename or "").replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable())
     return name[:255] or default
 
 

@@ -61,8 +61,18 @@ class FitSpec(StrictModel):
     early_stopping: EarlyStoppingSpec | None = None
 
 
+#: Text without control characters (PostgreSQL cannot store NUL; none belongs in a name).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
 class JobSpecBase(StrictModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=PRINTABLE,
+        description="Shown in listings and on curves; any text without control characters.",
+    )
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     max_runtime: float | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Seconds; past this the job fails."

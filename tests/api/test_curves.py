@@ -114,6 +114,18 @@ class TestCompare:
         response = jobs.client.get("/v1/jobs/compare.png", params={"ids": "nope"})
         assert response.status_code == 400
 
+    def test_names_that_look_like_tex_are_drawn_as_written(self, jobs: Jobs) -> None:
+        names = [r"a $\foo{$", "$x$ and $", "$$", r"\$ $"]
+        ids = [jobs.add(name, epochs([0.01] * 2), JobStatus.SUCCEEDED) for name in names]
+        for job_id in ids:
+            assert decoded(jobs.client.get(f"/v1/jobs/{job_id}/curves.png")).shape[:2] == PIXELS
+        image = decoded(
+            jobs.client.get(
+                "/v1/jobs/compare.png", params={"ids": ",".join(ids), "metric": r"$\bad{$"}
+            )
+        )
+        assert image.shape[:2] == PIXELS
+
     def test_no_epochs_at_all_is_409(self, jobs: Jobs) -> None:
         job_id = jobs.add("empty", [], JobStatus.QUEUED)
         response = jobs.client.get("/v1/jobs/compare.png", params={"ids": job_id})

@@ -460,6 +460,26 @@ class TestList:
         assert response.json()["detail"][0]["loc"] == ["query", next(iter(params))]
 
 
+class TestControlCharacters:
+    """PostgreSQL cannot store NUL: text with control characters is a 422, not a 500."""
+
+    @pytest.mark.parametrize("name", ["a\x00b", "tab\there", "bell\x07"])
+    def test_job_names(self, api: Api, name: str) -> None:
+        response = api.submit({**SPEC, "name": name})
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "name"]
+
+    def test_names_with_any_printable_text_are_kept(self, api: Api) -> None:
+        response = api.submit({**SPEC, "name": "étude #1 — 5×5 ✓"})
+        assert response.status_code == 202, response.text
+        assert response.json()["name"] == "étude #1 — 5×5 ✓"
+
+    def test_list_filters(self, api: Api) -> None:
+        response = api.client.get("/v1/jobs", params={"kind": "tr\x00ain"})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "kind"]
+
+
 class TestEventIds:
     def test_event_ids_past_64_bits_are_422_or_mean_nothing_new(self, api: Api) -> None:
         job_id = api.submit().json()["id"]

@@ -60,7 +60,11 @@ def count_params(model: keras.Model) -> tuple[int, int, int]:
 
 
 def keras_name(name: str | None) -> str | None:
+    """A job's name (any printable text) as a model name every backend accepts as a scope
+    name: ASCII letters, digits, ``_`` and ``-``, starting with a letter or digit, so
+    ``étude #1`` becomes ``tude__1``. None where nothing is left; Keras then names the
+    model itself."""
     if not name:
         return None
-    cleaned = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)
-    return cleaned[:64] or None
+    cleaned = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_-") else "_" for ch in name)
+    return cleaned.lstrip("_-")[:64] or None
