@@ -28,7 +28,12 @@ Arrays = dict[str, NDArray[Any]]
 
 ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
 MAX_CLASSES = 10_000
+#: Examples first, then at most 4 axes (the spec's input_shape); labels: ids or one-hot rows.
+MAX_X_RANK = 5
+MAX_Y_RANK = 2
 MAX_CSV_COLUMNS = 10_000
+#: Column names are short; a longer header row is not a table's.
+MAX_CSV_HEADER_CHARS = 1024 * 1024
 #: Values a CSV may hold (parsed as float64: 400 MB at most).
 MAX_CSV_CELLS = 50_000_000
 SPLIT_SEED = 0
@@ -88,6 +93,15 @@ def _check_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None:
         raise InvalidUpload(f"{name} in the .npz file is not a NumPy array: {exc}") from exc
     if dtype.hasobject:
         raise InvalidUpload(f"{name} is an object array: pickled arrays are not accepted")
+    max_rank = MAX_X_RANK if name.startswith("x_") else MAX_Y_RANK
+    if not 1 <= len(shape) <= max_rank:
+        raise InvalidUpload(
+            f"{name} has {len(shape)} dimensions; use 1 to {max_rank} (examples first)"
+        )
+    if any(dim < 1 for dim in shape):
+        # Zero-width arrays hold no bytes, so the size check below passes them, yet each
+        # of their rows still costs memory once loaded.
+        raise InvalidUpload(f"{name} has shape {list(shape)}; every dimension must be at least 1")
     expected = int(np.prod(shape)) * dtype.itemsize
     if expected > member.file_size:
         raise InvalidUpload(f"{name} in the .npz file is truncated")
@@ -98,9 +112,16 @@ def read_csv(path: Path, label: str, test_fraction: float) -> Arrays:
     when every value is a whole number in [0, MAX_CLASSES), floats otherwise."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(io.StringIO(handle.readline())), [])
+            line = handle.readline(MAX_CSV_HEADER_CHARS + 1)
+        if len(line) > MAX_CSV_HEADER_CHARS:
+            raise InvalidUpload(
+                f"the CSV file's header row is longer than {MAX_CSV_HEADER_CHARS:,} characters"
+            )
+        header = next(csv.reader(io.StringIO(line)), [])
     except UnicodeDecodeError as exc:
         raise InvalidUpload(f"the CSV file is not UTF-8 text: {exc}") from exc
+    except csv.Error as exc:  # a column name past the csv module's field limit
+        raise InvalidUpload(f"the CSV file's header row cannot be read: {exc}") from exc
     columns = [column.strip() for column in header]
     if not columns or not any(columns):
         raise InvalidUpload("the CSV file needs a header row naming its columns")

@@ -502,6 +502,34 @@ DATASET_REFUSALS: list[tuple[str, bytes, str, dict[str, str], str]] = [
     ("csv-ragged", b"a,b,label\n1,2,0\n1,0\n", "t.csv", {}, "not a number"),
     ("csv-nan", b"a,label\nnan,0\n", "t.csv", {}, "NaN"),
     ("bad-fraction", b"a,label\n1,0\n", "t.csv", {"test_fraction": "0.5"}, "empty split"),
+    (
+        "zero-width",
+        npz(x_train=np.ones((2**20, 0)), y_train=np.zeros(2**20)),
+        "data.npz",
+        {},
+        "every dimension must be at least 1",
+    ),
+    (
+        "rank",
+        npz(x_train=np.ones((2, 1, 1, 1, 1, 1)), y_train=np.array([0, 1])),
+        "data.npz",
+        {},
+        "x_train has 6 dimensions",
+    ),
+    (
+        "csv-huge-column-name",
+        b"a" * (200 * 1024) + b",label\n1,0\n",
+        "t.csv",
+        {},
+        "header row cannot be read",
+    ),
+    (
+        "csv-huge-header",
+        b",".join([b"c" * 1000] * 1100) + b",label\n",
+        "t.csv",
+        {},
+        "header row is longer than",
+    ),
 ]
 
 
