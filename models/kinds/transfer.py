@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from models.kinds.base import FitPlan, Inspection, JobKind, Loc, SpecError, Stage, summarize_at
 from models.spec import ModelSpec, TransferJobSpec
+from models.spec.base import MAX_UNITS
+from models.spec.job import MAX_INPUT_RANK
 from models.spec.transfer import JobBase
 from models.spec.transfer_lint import lint_transfer
 from models.summary import LayerSummary, ModelSummary
@@ -37,11 +40,18 @@ class TransferKind(JobKind[TransferJobSpec]):
             or any(dim is None for dim in cut_shape[1:])
         ):
             return Inspection(None, warnings)  # an upload whose shapes could not be read
-        head = summarize_at(
-            ModelSpec(input_shape=list(cut_shape[1:]), layers=list(spec.head_layers)),
-            spec.batch_size,
-            self.model_loc,
-        )
+        try:
+            head_model = ModelSpec(input_shape=list(cut_shape[1:]), layers=list(spec.head_layers))
+        except ValidationError as exc:
+            # The base's output at the cut is wider (or of higher rank) than a spec's
+            # input may be: the head could not be described, let alone built.
+            raise SpecError(
+                f"the base's output at the cut has shape {cut_shape}; a head takes at most "
+                f"{MAX_INPUT_RANK} dimensions of at most {MAX_UNITS:,} each "
+                f"({exc.errors()[0]['msg']}); cut elsewhere",
+                ["cut"],
+            ) from exc
+        head = summarize_at(head_model, spec.batch_size, self.model_loc)
         return Inspection(_joined(spec, base_summary["input_shape"], rows[:kept], head), warnings)
 
     def fit_plan(self, spec: TransferJobSpec) -> FitPlan:

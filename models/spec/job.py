@@ -11,9 +11,12 @@ from models.spec.data import DatasetSpec
 from models.spec.layers import LayerSpec, PrimitiveLayerSpec, expand_layers
 from models.spec.optimizers import Optimizer, OptimizerSpec
 
+#: Axes of an example (the batch axis not counted).
+MAX_INPUT_RANK = 4
+
 
 class ModelSpec(StrictModel):
-    input_shape: list[int] = Field(min_length=1, max_length=4)
+    input_shape: list[int] = Field(min_length=1, max_length=MAX_INPUT_RANK)
     layers: list[LayerSpec] = Field(min_length=1, max_length=MAX_LAYERS)
 
     @property

@@ -131,3 +131,23 @@ def test_transfer_warnings(client: TestClient, uploaded: dict[str, Any]) -> None
         "bn_trainable_in_frozen_base",
         "unfreeze_lr_higher",
     }
+
+
+def test_cut_wider_than_a_head_may_take_is_422_at_cut(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A legitimate base whose output at the cut is wider than a spec's input may be."""
+    wide = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(70_000, name="wide"), keras.layers.Dense(1)]
+    )
+    path = tmp_path / "wide.keras"
+    wide.save(path)
+    upload = client.post("/v1/models", files={"file": ("wide.keras", path.read_bytes())})
+    assert upload.status_code == 201, upload.text
+    response = client.post(
+        "/v1/jobs?dry_run=true", json=transfer({"model": upload.json()["id"]})
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "cut"]
+    assert "cut elsewhere" in error["msg"]
