@@ -96,13 +96,21 @@ class JobOut(BaseModel):
     artifacts: list[ArtifactOut] | None = Field(
         default=None, description="Present on single-job reads of finished jobs."
     )
-    spec: dict[str, Any]
+    spec: dict[str, Any] | None = Field(
+        description="The spec with every default filled in; null in listings (read the job)."
+    )
     links: dict[str, str]
 
     @classmethod
     def from_row(
-        cls, job: Job, artifacts: list[Artifact] | None = None, detailed: bool = False
+        cls,
+        job: Job,
+        artifacts: list[Artifact] | None = None,
+        detailed: bool = False,
+        listed: bool = False,
     ) -> JobOut:
+        """``detailed``: with the layer summary (single-job reads); ``listed``: without
+        the spec (listings, whose query does not load it)."""
         base = f"/v1/jobs/{job.id}"
         done = JobStatus(job.status) == JobStatus.SUCCEEDED
         return cls(
@@ -147,7 +155,7 @@ class JobOut(BaseModel):
             ]
             if artifacts is not None
             else None,
-            spec=job.spec,
+            spec=None if listed else job.spec,
             links={
                 "self": base,
                 "metrics": f"{base}/metrics",

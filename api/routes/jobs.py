@@ -119,11 +119,17 @@ def list_jobs(
     kind: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
-) -> JobPage:
+) -> Response:
+    """Newest first. Items are the jobs' status documents without their specs (read a job
+    for its spec and layer summary): the list is what pages and dashboards poll."""
     rows, next_cursor = service.list_jobs(
         session, caller.tenant, status=status, kind=kind, limit=limit, cursor=cursor
     )
-    return JobPage(items=[JobOut.from_row(job) for job in rows], next_cursor=next_cursor)
+    page = JobPage(
+        items=[JobOut.from_row(job, listed=True) for job in rows], next_cursor=next_cursor
+    )
+    # Serialized once: returning the model would have FastAPI validate it again.
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{job_id:uuid}", response_model=JobOut, responses=NO_JOB)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from celery import Celery
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from api.errors import Conflict, InvalidSpec, NetkilnError
 from api.schemas import DryRunOut
@@ -195,7 +195,11 @@ def list_jobs(
     """Newest first, keyset-paginated on (created_at, id) so pages stay stable while
     new jobs arrive."""
     query: Select[Job] = (
-        select(Job).where(Job.tenant_id == tenant).order_by(Job.created_at.desc(), Job.id.desc())
+        select(Job)
+        .where(Job.tenant_id == tenant)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        # A listing shows neither: the largest documents of a row, decoded for nothing.
+        .options(defer(Job.spec, raiseload=True), defer(Job.summary, raiseload=True))
     )
     if status is not None:
         query = query.where(Job.status == status)
