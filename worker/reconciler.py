@@ -125,6 +125,22 @@ def record_crash(settings: Settings, job_id: uuid.UUID, host: str, reason: str) 
         return True
 
 
+def requeue_interrupted(settings: Settings, job_id: uuid.UUID, host: str) -> bool:
+    """This worker is shutting down while it runs ``job_id``: put the job back in the
+    queue now, for any worker to resume from its checkpoint, instead of letting it wait
+    out the heartbeat time-out. True if the row changed."""
+    with transaction(settings.resolved_database_url) as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker_host != host:
+            return False
+        job.status = JobStatus.QUEUED
+        job.dispatched_at = None  # a running worker's reconciler sends it
+        reason = f"worker {host} shut down during attempt {job.attempt}"
+        add_status_event(session, job, reason=reason)
+        log.warning("job %s: %s; re-queued", job_id, reason)
+        return True
+
+
 class Reconciler(threading.Thread):
     def __init__(self, settings: Settings, celery: Celery) -> None:
         super().__init__(name="netkiln-reconciler", daemon=True)

@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import uuid
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
+from celery.worker import state
 from celery.worker.request import Request
 
 from core.queue import RUN_JOB_TASK, make_celery
 from core.settings import get_settings
 from core.storage import open_store
 from models.db import forget_inherited_connections
-from worker.reconciler import Reconciler, record_crash
+from worker.reconciler import Reconciler, record_crash, requeue_interrupted
 
 log = logging.getLogger(__name__)
 
 #: The worker's Celery app (``netkiln worker`` runs it); built from ``NETKILN_*``.
 celery_app = make_celery(get_settings())
 _reconciler: Reconciler | None = None
+#: The running worker (Celery's WorkController), for its pool on shutdown.
+_worker: Any = None
 
 
 @worker_ready.connect
@@ -37,6 +48,35 @@ def _start_reconciler(**_: Any) -> None:
 def _stop_reconciler(**_: Any) -> None:
     if _reconciler is not None:
         _reconciler.stopped.set()
+
+
+@worker_init.connect
+def _remember_worker(sender: Any, **_: Any) -> None:
+    global _worker
+    _worker = sender
+
+
+@worker_shutting_down.connect
+def _interrupt_jobs(**_: Any) -> None:
+    # Celery's warm shutdown (SIGTERM: a service manager, docker stop, netkiln up ending)
+    # waits for running tasks, and a job may train for hours: the worker would outlive
+    # whoever stopped it. This runs inside the signal handler, so the work goes to a thread.
+    threading.Thread(target=_stop_running_jobs, name="netkiln-shutdown", daemon=True).start()
+
+
+def _stop_running_jobs() -> None:
+    """Re-queue this worker's running jobs (they resume from their checkpoints on the
+    next worker), then end their pool processes, so the shutdown finishes at once."""
+    if _reconciler is not None:
+        _reconciler.stopped.set()
+    settings, host = get_settings(), socket.gethostname()
+    for request in list(state.active_requests):
+        try:
+            requeue_interrupted(settings, uuid.UUID(request.args[0]), host)
+        except Exception:  # the heartbeat time-out still re-queues it
+            log.exception("could not re-queue job %s on shutdown", request.args[0])
+        if request.worker_pid and _worker is not None:
+            _worker.pool.terminate_job(request.worker_pid, signal.SIGKILL)
 
 
 @worker_process_init.connect
