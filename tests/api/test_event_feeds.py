@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from api.app import create_app
 from core.settings import Settings
@@ -37,6 +38,9 @@ def client_and_key(settings: Settings) -> Iterator[tuple[TestClient, str]]:
         _, key = create_key(session, tenant)
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
         yield client, key
+    # The PostgreSQL database outlives this module: other modules count the jobs in it.
+    with transaction(settings.resolved_database_url) as session:
+        session.execute(delete(Job).where(Job.tenant_id == tenant))
 
 
 class Stream(threading.Thread):

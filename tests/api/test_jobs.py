@@ -25,7 +25,7 @@ from core.queue import JOB_QUEUE, RUN_JOB_TASK
 from models.db import transaction
 from models.spec import job_spec_adapter
 from models.spec.examples import BN_AFTER_ACTIVATION
-from models.tables import Job, JobStatus
+from models.tables import DEFAULT_TENANT, Job, JobStatus
 from tests.conftest import Backend, api_client
 
 SPEC: dict[str, Any] = {
@@ -67,8 +67,10 @@ class Api:
         return response
 
     def job_ids_in_database(self) -> set[str]:
+        """Of tenant ``default``, whose key this client has (other modules leave theirs)."""
         with transaction(self.database_url) as session:
-            return {str(job_id) for job_id in session.scalars(select(Job.id))}
+            query = select(Job.id).where(Job.tenant_id == DEFAULT_TENANT)
+            return {str(job_id) for job_id in session.scalars(query)}
 
     def job_count(self) -> int:
         with transaction(self.database_url) as session:
