@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from models.kinds.base import FitPlan, Inspection, JobKind, Loc, SpecError, Stage, summarize_at
 from models.spec import ModelSpec, TransferJobSpec
-from models.spec.base import MAX_UNITS
-from models.spec.job import MAX_INPUT_RANK
+from models.spec.base import MAX_RANK, MAX_UNITS
 from models.spec.transfer import JobBase
 from models.spec.transfer_lint import lint_transfer
 from models.summary import LayerSummary, ModelSummary
@@ -47,7 +46,7 @@ class TransferKind(JobKind[TransferJobSpec]):
             # input may be: the head could not be described, let alone built.
             raise SpecError(
                 f"the base's output at the cut has shape {cut_shape}; a head takes at most "
-                f"{MAX_INPUT_RANK} dimensions of at most {MAX_UNITS:,} each "
+                f"{MAX_RANK} dimensions of at most {MAX_UNITS:,} each "
                 f"({exc.errors()[0]['msg']}); cut elsewhere",
                 ["cut"],
             ) from exc

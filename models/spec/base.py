@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_UNITS = 65_536
+#: Axes of an example, the batch axis not counted: of an input, a Reshape's target.
+MAX_RANK = 4
 MAX_LAYERS = 256
 
 

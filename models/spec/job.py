@@ -6,17 +6,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from models.spec.base import MAX_LAYERS, MAX_UNITS, LossName, MetricName, StrictModel
+from models.spec.base import MAX_LAYERS, MAX_RANK, MAX_UNITS, LossName, MetricName, StrictModel
 from models.spec.data import DatasetSpec
 from models.spec.layers import LayerSpec, PrimitiveLayerSpec, expand_layers
 from models.spec.optimizers import Optimizer, OptimizerSpec
 
-#: Axes of an example (the batch axis not counted).
-MAX_INPUT_RANK = 4
-
 
 class ModelSpec(StrictModel):
-    input_shape: list[int] = Field(min_length=1, max_length=MAX_INPUT_RANK)
+    input_shape: list[int] = Field(min_length=1, max_length=MAX_RANK)
     layers: list[LayerSpec] = Field(min_length=1, max_length=MAX_LAYERS)
 
     @property

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from models.spec.base import (
+    MAX_RANK,
     MAX_UNITS,
     ActivationName,
     Constraint,
@@ -54,7 +55,10 @@ class Flatten(LayerBase):
 
 class Reshape(LayerBase):
     type: Literal["Reshape"]
-    target_shape: list[Annotated[int, Field(ge=-1, le=MAX_UNITS)]] = Field(min_length=1)
+    # Bounded rank: TensorFlow aborts the process on a few hundred axes and hangs on more.
+    target_shape: list[Annotated[int, Field(ge=-1, le=MAX_UNITS)]] = Field(
+        min_length=1, max_length=MAX_RANK
+    )
 
     @field_validator("target_shape")
     @classmethod
@@ -98,8 +102,10 @@ class PReLU(LayerBase):
     alpha_initializer: Initializer = "zeros"
     alpha_regularizer: Regularizer | None = None
     alpha_constraint: Constraint | None = None
-    shared_axes: list[Annotated[int, Field(ge=1)]] | None = Field(
-        default=None, description="1-based axes (the batch axis is 0) that share one alpha."
+    shared_axes: list[Annotated[int, Field(ge=1, le=MAX_RANK)]] | None = Field(
+        default=None,
+        max_length=MAX_RANK,
+        description="1-based axes (the batch axis is 0) that share one alpha.",
     )
 
 

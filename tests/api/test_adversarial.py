@@ -169,6 +169,27 @@ TABLE = [
         "-1",
     ),
     Hostile(
+        "reshape-250-axes",  # aborted TensorFlow's process on every attempt
+        "spec",
+        _post_spec(_layer({"type": "Reshape", "target_shape": [1] * 249 + [-1]})),
+        422,
+        "target_shape",
+    ),
+    Hostile(
+        "reshape-200000-axes",  # hung the build for minutes at 6 GB
+        "spec",
+        _post_spec(_layer({"type": "Reshape", "target_shape": [1] * 200_000})),
+        422,
+        "target_shape",
+    ),
+    Hostile(
+        "prelu-shared-axes-past-rank",
+        "spec",
+        _post_spec(_layer({"type": "PReLU", "shared_axes": [1, 2, 3, 4, 5, 6]})),
+        422,
+        "shared_axes",
+    ),
+    Hostile(
         "dense-units-past-cap",
         "spec",
         _post_spec(_layer({"type": "Dense", "units": 10**9})),

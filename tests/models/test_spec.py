@@ -305,7 +305,8 @@ job_specs = fields(
         ),
     },
     {
-        "name": st.text(min_size=1, max_size=200),
+        # Any text but control characters (PostgreSQL cannot store NUL).
+        "name": st.text(st.characters(blacklist_categories=["Cc"]), min_size=1, max_size=200),
         "kind": st.just("train"),
         "seed": st.none() | seeds,
     },
