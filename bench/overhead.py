@@ -18,88 +18,36 @@ import contextlib
 import copy
 import json
 import os
-import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import httpx
+from keras_cache import DEFAULT_DATASETS, REPO, make_keras_home
+from procstats import children_cpu_s, machine_busy_s, wait_until_warm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from models.spec.examples import BN_AFTER_ACTIVATION  # noqa: E402
-
-DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
-FASHION_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
+from models.spec.examples import BN_AFTER_ACTIVATION
+from netkiln.harness import (
+    TERMINAL,
+    HarnessError,
+    ProcessStat,
+    process_env,
+    session_processes,
+    start_up,
 )
-TERMINAL = {"succeeded", "failed", "cancelled"}
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ArmFailed(Exception):
     """One arm of a round did not produce a result (its message says why, with logs)."""
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def make_keras_home(root: Path, datasets: Path, *, copy_files: bool) -> Path:
-    """``root/keras_home/datasets/fashion-mnist/`` holding the four IDX files."""
-    source = datasets / "fashion-mnist" if (datasets / "fashion-mnist").is_dir() else datasets
-    missing = [name for name in FASHION_FILES if not (source / name).is_file()]
-    if missing:
-        raise SystemExit(f"{source} lacks {', '.join(missing)} (pass --datasets DIR)")
-    keras_home = root / "keras_home"
-    target = keras_home / "datasets" / "fashion-mnist"
-    target.mkdir(parents=True)
-    for name in FASHION_FILES:
-        if copy_files:
-            shutil.copyfile(source / name, target / name)
-        else:
-            (target / name).symlink_to((source / name).resolve())
-    return keras_home
-
-
-def base_env(keras_home: Path) -> dict[str, str]:
-    """The environment of both arms: same KERAS_HOME and TF log level; no NETKILN_* from the
-    caller, so the service runs on its embedded default."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("NETKILN_")}
-    env.update(KERAS_HOME=str(keras_home), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def system_busy_s() -> float:
-    """CPU seconds spent non-idle by the whole machine since boot (all cores)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / CLOCK_TICKS
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 # --------------------------------------------------------------------------- plain arm
@@ -115,12 +63,12 @@ def run_plain(round_dir: Path, env: dict[str, str], epochs: int, batch_size: int
         f"--seed={BN_AFTER_ACTIVATION['seed']}",
         f"--out={round_dir / 'plain-models'}",
     ]
-    busy_before, own_before = system_busy_s(), children_cpu_s()
+    busy_before, own_before = machine_busy_s(), children_cpu_s()
     start = time.perf_counter()
     process = subprocess.run(command, env=env, cwd=round_dir, capture_output=True, text=True)
     wall = time.perf_counter() - start
     own = children_cpu_s() - own_before
-    foreign = system_busy_s() - busy_before - own
+    foreign = machine_busy_s() - busy_before - own
     (round_dir / "plain.log").write_text(process.stdout + process.stderr)
     lines = [line for line in process.stdout.splitlines() if line.startswith("PLAIN_RESULT ")]
     if process.returncode != 0 or not lines:
@@ -138,104 +86,24 @@ def run_plain(round_dir: Path, env: dict[str, str], epochs: int, batch_size: int
 # --------------------------------------------------------------------------- service arm
 
 
-@dataclass
-class ProcStat:
-    pid: int
-    ppid: int
-    cpu_s: float
-
-
-def session_processes(sid: int) -> list[ProcStat]:
-    """Every live process in session ``sid`` (the service and its worker children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-            found.append(ProcStat(int(entry.name), int(fields[1]), cpu))
-    return found
-
-
-def tensorflow_loaded(pids: list[int]) -> bool:
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if "libtensorflow" in Path(f"/proc/{pid}/maps").read_text():
-                return True
-    return False
-
-
-def wait_until_warm(sid: int, timeout: float) -> bool:
-    """True once some service process has TensorFlow mapped and the whole process tree has
-    been idle (<10% of a core) for two consecutive seconds."""
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    previous = sum(p.cpu_s for p in session_processes(sid))
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        procs = session_processes(sid)
-        total = sum(p.cpu_s for p in procs)
-        busy = total - previous
-        previous = total
-        warm = tensorflow_loaded([p.pid for p in procs])
-        quiet = quiet + 1 if warm and busy < 0.1 else 0
-        if quiet >= 2:
-            return True
-    return False
-
-
-def stop_service(process: subprocess.Popen[bytes]) -> tuple[int | None, float]:
-    start = time.perf_counter()
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    # The worker (same process group) must be gone too.
-    deadline = time.monotonic() + 30
-    while session_processes(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    leftovers = session_processes(process.pid)
-    for proc in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-    return process.returncode, time.perf_counter() - start
-
-
 def run_service(
     round_dir: Path, env: dict[str, str], spec: dict[str, Any], poll: float, timeout: float
 ) -> dict[str, Any]:
     data_dir = round_dir / "service-data"
-    log_path = round_dir / "service.log"
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "netkiln", "up", "--data-dir", str(data_dir)]
-    command += ["--port", str(port)]
     spawned = time.perf_counter()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
     try:
-        _wait_ready(base_url, process, log_path)
+        process, base_url, key = start_up(data_dir, env, round_dir / "service.log")
+    except HarnessError as exc:
+        raise ArmFailed(str(exc)) from None
+    try:
         ready = time.perf_counter()
-        warm = wait_until_warm(process.pid, timeout=180)
+        wait_until_warm(process)
         warmed = time.perf_counter()
 
-        # The key `netkiln up` created on its first start, as a user would use it.
-        key = (data_dir / "api-key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
             cpu_before = {p.pid: p for p in session_processes(process.pid)}
-            busy_before = system_busy_s()
+            busy_before = machine_busy_s()
             submitted = time.perf_counter()
             response = client.post("/v1/jobs", json=spec)
             response.raise_for_status()
@@ -248,15 +116,19 @@ def run_service(
                 if job["status"] in TERMINAL:
                     observed = time.perf_counter()
                     cpu_after = session_processes(process.pid)
-                    busy = system_busy_s() - busy_before
+                    busy = machine_busy_s() - busy_before
                     break
                 if time.perf_counter() - submitted > timeout:
                     raise ArmFailed(f"job {job_id} still {job['status']} after {timeout}s")
                 time.sleep(poll)
         if job["status"] != "succeeded":
-            raise ArmFailed(f"job {job_id} {job['status']}: {job.get('error')}\n{_tail(log_path)}")
+            raise ArmFailed(f"job {job_id} {job['status']}: {job.get('error')}\n{process.tail()}")
+    except HarnessError as exc:
+        raise ArmFailed(str(exc)) from None
     finally:
-        shutdown_rc, shutdown_s = stop_service(process)
+        stopping = time.perf_counter()
+        process.stop()
+        shutdown_s = time.perf_counter() - stopping
 
     cpu_by_role = _cpu_by_role(process.pid, cpu_before, cpu_after)
     own_cpu = sum(cpu_by_role.values())
@@ -286,14 +158,15 @@ def run_service(
         "foreign_cpu_s": busy - own_cpu,
         "startup_to_ready_s": ready - spawned,
         "ready_to_warm_s": warmed - ready,
-        "warm": warm,
-        "shutdown_rc": shutdown_rc,
+        "shutdown_rc": process.poll(),
         "shutdown_s": shutdown_s,
-        "log": str(log_path),
+        "log": str(process.log),
     }
 
 
-def _cpu_by_role(root: int, before: dict[int, ProcStat], after: list[ProcStat]) -> dict[str, float]:
+def _cpu_by_role(
+    root: int, before: dict[int, ProcessStat], after: list[ProcessStat]
+) -> dict[str, float]:
     """CPU seconds each service process used during the job: ``netkiln up`` (API +
     supervisor), the Celery main process, and its pool process(es) that train."""
     roles: dict[str, float] = {}
@@ -312,18 +185,6 @@ def _cpu_by_role(root: int, before: dict[int, ProcStat], after: list[ProcStat]) 
     return roles
 
 
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise ArmFailed(f"netkiln up did not become ready:\n{_tail(log_path)}")
-
-
 def _instant(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -337,10 +198,6 @@ def _epoch_ends(db_path: Path) -> list[datetime]:
     except sqlite3.Error:
         return []
     return [_instant(str(row[0])) for row in rows]
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
 
 def _steady(epoch_s: list[float]) -> float | None:
@@ -560,7 +417,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="netkiln-bench-"))
     try:
         keras_home = make_keras_home(root, args.datasets, copy_files=args.copy)
-        env = base_env(keras_home)
+        # No NETKILN_* from the caller: the service runs on its embedded default.
+        env = process_env(keras_home, {})
         rounds = []
         failure = None
         for index in range(1, args.repeats + 1):

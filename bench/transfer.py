@@ -15,28 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from keras_cache import DEFAULT_DATASETS, REPO, make_keras_home
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from overhead import (  # noqa: E402
-    DEFAULT_DATASETS,
-    REPO,
-    TERMINAL,
-    _wait_ready,
-    base_env,
-    free_port,
-    make_keras_home,
-    stop_service,
-)
+from netkiln.harness import HarnessError, process_env, start_up, wait_for_job
 
 EXAMPLES = REPO / "examples" / "transfer_a_to_b"
 
@@ -49,16 +35,13 @@ def load(name: str) -> dict[str, Any]:
 def run_job(client: httpx.Client, spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
     response = client.post("/v1/jobs", json=spec)
     response.raise_for_status()
-    job_id = response.json()["id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            if job["status"] != "succeeded":
-                raise SystemExit(f"{spec.get('name')} {job['status']}: {job['error']}")
-            return job
-        time.sleep(0.5)
-    raise SystemExit(f"{spec.get('name')} did not finish in {timeout}s")
+    try:
+        job = wait_for_job(client, response.json()["id"], timeout=timeout, poll=0.5)
+    except HarnessError as exc:
+        raise SystemExit(f"{spec.get('name')}: {exc}") from None
+    if job["status"] != "succeeded":
+        raise SystemExit(f"{spec.get('name')} {job['status']}: {job['error']}")
+    return job
 
 
 def main() -> None:
@@ -70,32 +53,13 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="netkiln-transfer-"))
-    env = base_env(make_keras_home(root, args.datasets, copy_files=False))
-    port = free_port()
-    log_path = root / "service.log"
-    with log_path.open("wb") as log:
-        service = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "netkiln",
-                "up",
-                "--data-dir",
-                str(root / "data"),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
+    env = process_env(make_keras_home(root, args.datasets, copy_files=False), {})
+    try:
+        service, base_url, key = start_up(root / "data", env, root / "service.log")
+    except HarnessError as exc:
+        raise SystemExit(str(exc)) from None
     results: dict[str, Any] = {"seeds": [], "net_a": {}}
     try:
-        _wait_ready(base_url, service, log_path)
-        # The key `netkiln up` created on its first start.
-        key = (root / "data" / "api-key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
             net_a_spec = load("net_A")
@@ -123,7 +87,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        stop_service(service)
+        service.stop()
 
     accuracy_on_a: list[float] = [seed_row["net_B_on_A"] for seed_row in results["seeds"]]
     accuracy_scratch: list[float] = [seed_row["net_B"] for seed_row in results["seeds"]]
@@ -139,12 +103,12 @@ def main() -> None:
         "wins": sum(a > b for a, b in zip(accuracy_on_a, accuracy_scratch, strict=True)),
     }
     summary = results["summary"]
-    print(f"\ntask B test accuracy over {len(on_a)} seeds (200 training images):")
+    print(f"\ntask B test accuracy over {len(accuracy_on_a)} seeds (200 training images):")
     print(f"  net_B_on_A  {summary['net_B_on_A_mean']:.4f} ± {summary['net_B_on_A_stdev']:.4f}")
     print(f"  net_B       {summary['net_B_mean']:.4f} ± {summary['net_B_stdev']:.4f}")
     print(
         f"  error rate net_B_on_A / net_B: {error_ratio:.2f}; "
-        f"transfer wins {summary['wins']} of {len(on_a)} seeds"
+        f"transfer wins {summary['wins']} of {len(accuracy_on_a)} seeds"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+from netkiln.harness import create_api_key, create_database, drop_database
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -63,12 +64,7 @@ class Backend:
 
 def new_api_key(database_url: str, tenant: str = "default") -> str:
     """A fresh key of ``tenant`` (rows tests insert directly belong to ``default``)."""
-    from models.db import transaction
-    from models.tenancy import create_key
-
-    with transaction(database_url) as session:
-        _, key = create_key(session, tenant, name="tests")
-    return key
+    return create_api_key(database_url, tenant, name="tests")
 
 
 def auth_headers(settings: Settings, tenant: str = "default") -> dict[str, str]:
@@ -93,24 +89,15 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh, empty database for this test session, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"netkiln_test_{uuid.uuid4().hex[:12]}"
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = create_database(POSTGRES_ADMIN_URL, "netkiln_test")
     except Exception as exc:
         _unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL}: {type(exc).__name__}: {exc}")
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     yield url
     from models.db import session_factory
 
     session_factory.cache_clear()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(POSTGRES_ADMIN_URL, url)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@ same API, on either backend (SQLite in WAL mode takes writes from both)."""
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,33 +10,20 @@ import httpx
 import psutil
 import pytest
 
+from models.spec.examples import DIGITS_SPEC
+from netkiln.harness import Stack, process_env
 from tests.conftest import Backend, new_api_key
-from tests.e2e.conftest import _spawn, free_port, stop
-from tests.e2e.test_train import DIGITS_SPEC
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def api_two_workers(backend: Backend, tmp_path: Path) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {**os.environ, **backend.env, "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "api.log"
-    process = _spawn(["api", "--port", str(port), "--workers", "2"], env, log)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            stop(process)
-            pytest.fail(f"API did not become ready:\n{log.read_text()[-4000:]}")
-        time.sleep(0.3)
-    yield base_url, process.pid
-    stop(process)
+def api_two_workers(
+    backend: Backend, keras_home: Path, tmp_path: Path
+) -> Iterator[tuple[str, int]]:
+    with Stack(process_env(keras_home, backend.env), tmp_path) as stack:
+        api = stack.start_api(workers=2)
+        yield stack.base_url, api.pid
 
 
 def test_two_api_processes_serve_submits_and_reads(

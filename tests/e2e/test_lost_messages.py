@@ -10,8 +10,8 @@ import shutil
 import pytest
 import redis
 
-from tests.e2e.conftest import Service, stop
-from tests.e2e.test_train import DIGITS_SPEC
+from models.spec.examples import DIGITS_SPEC
+from tests.e2e.conftest import Service
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +31,13 @@ def lose_broker_messages(service: Service) -> None:
 
 
 def test_job_survives_lost_message_and_api_restart(service: Service) -> None:
-    stop(service.processes["worker"])  # nobody consumes while the message is lost
+    service.processes["worker"].stop()  # nobody consumes while the message is lost
     spec = copy.deepcopy(DIGITS_SPEC) | {"name": "lost-message"}
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
     lose_broker_messages(service)
     service.restart_api()
     service.start_worker()
-    job = service.wait_for(job_id, timeout=120)
+    job = service.wait_for(job_id)
     assert job["status"] == "succeeded", (job, service.tail())
     assert job["attempt"] == 1

@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from core.queue import make_celery
-from tests.e2e.conftest import Service, stop
-from tests.e2e.test_train import DIGITS_SPEC
+from models.spec.examples import DIGITS_SPEC
+from tests.e2e.conftest import PATIENCE, Service
 
 pytestmark = pytest.mark.e2e
 
@@ -50,14 +50,14 @@ class PoolWatcher:
                     if pid not in self.seen:
                         self.seen.append(pid)
 
-    def wait_for_more_than(self, count: int, timeout: float = 60) -> None:
+    def wait_for_more_than(self, count: int, timeout: float = PATIENCE) -> None:
         deadline = time.monotonic() + timeout
         while len(self.seen) <= count and time.monotonic() < deadline:
             time.sleep(0.1)
 
 
 def test_jobs_keep_running_across_pool_process_recycling(service: Service) -> None:
-    stop(service.processes["worker"])
+    service.processes["worker"].stop()
     # Messages earlier modules left in a shared Redis db would each cost a recycle here.
     # Dropping them loses nothing: the reconciler sends any job still queued again.
     make_celery(service.backend.settings()).control.purge()

@@ -14,32 +14,11 @@ import numpy as np
 import pytest
 
 from models.spec import DatasetSpec
+from models.spec.examples import DIGITS_SPEC
 from tests.e2e.conftest import Service
 from worker.data import load_dataset
 
 pytestmark = pytest.mark.e2e
-
-DIGITS_SPEC: dict[str, Any] = {
-    "name": "digits-bn",
-    "seed": 7,
-    "dataset": {"name": "digits", "preprocessing": "standardize"},
-    "model": {
-        "input_shape": [8, 8],
-        "layers": [
-            {"type": "Flatten"},
-            {"type": "Dense", "units": 32, "activation": "elu", "kernel_initializer": "he_normal"},
-            {"type": "BatchNormalization"},
-            {"type": "Dropout", "rate": 0.1},
-            {"type": "Dense", "units": 10, "activation": "softmax"},
-        ],
-    },
-    "compile": {
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-        "optimizer": {"type": "SGD", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
-    },
-    "fit": {"epochs": 4, "batch_size": 32, "validation_split": 0.1},
-}
 
 
 def test_job_trains_and_models_reproduce_recorded_evaluation(

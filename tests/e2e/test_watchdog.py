@@ -14,14 +14,14 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.conftest import Service, stop
-from tests.e2e.test_train import DIGITS_SPEC
+from models.spec.examples import DIGITS_SPEC
+from tests.e2e.conftest import PATIENCE, UNENDING, Service
 from tests.e2e.test_worker_loss import _events
 
 pytestmark = pytest.mark.e2e
 
 
-def _pool_process(service: Service, timeout: float = 120) -> psutil.Process:
+def _pool_process(service: Service, timeout: float = PATIENCE) -> psutil.Process:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children = psutil.Process(service.processes["worker"].pid).children()
@@ -31,7 +31,9 @@ def _pool_process(service: Service, timeout: float = 120) -> psutil.Process:
     raise AssertionError(f"no pool process:\n{service.tail()}")
 
 
-def _wait_running(service: Service, job_id: str, attempt: int, timeout: float = 180) -> Any:
+def _wait_running(
+    service: Service, job_id: str, attempt: int, timeout: float = PATIENCE
+) -> Any:
     """The job's attempt ``attempt``, once it has trained a batch (it is in the fit loop)."""
     deadline = time.monotonic() + timeout
     with service.client() as client:
@@ -49,7 +51,7 @@ def _wait_running(service: Service, job_id: str, attempt: int, timeout: float = 
 def _long_spec(name: str) -> dict[str, Any]:
     spec = copy.deepcopy(DIGITS_SPEC)
     spec["name"] = name
-    spec["fit"] = {"epochs": 40, "batch_size": 4}
+    spec["fit"] = {"epochs": UNENDING, "batch_size": 4}  # ends by a crash or a cancel
     return spec
 
 
@@ -81,7 +83,7 @@ def test_a_job_that_crashes_every_attempt_fails_worker_crashed(service: Service)
         for attempt in (1, 2, 3):
             _wait_running(service, job_id, attempt)
             os.kill(_pool_process(service).pid, signal.SIGABRT)
-        job = service.wait_for(job_id, timeout=60)
+        job = service.wait_for(job_id)
         assert (job["status"], job["error"]["code"]) == ("failed", "worker_crashed"), job
         assert "all 3 attempts" in job["error"]["message"]
         # The worker itself lives on and takes the next job.
@@ -92,7 +94,7 @@ def test_a_job_that_crashes_every_attempt_fails_worker_crashed(service: Service)
 
 
 def test_a_job_past_the_memory_ceiling_fails_and_the_worker_goes_on(service: Service) -> None:
-    stop(service.processes["worker"])
+    service.processes["worker"].stop()
     service.env = {**service.env, "NETKILN_JOB_MEMORY_LIMIT_MB": "1500"}
     service.start_worker()
     try:
@@ -104,7 +106,7 @@ def test_a_job_past_the_memory_ceiling_fails_and_the_worker_goes_on(service: Ser
         hungry["model"]["layers"].insert(2, {"type": "Dense", "units": 4096})
         with service.client() as client:
             job_id = client.post("/v1/jobs", json=hungry).json()["id"]
-            job = service.wait_for(job_id, timeout=300)
+            job = service.wait_for(job_id)
             assert (job["status"], job["error"]["code"]) == ("failed", "resource_limit"), (
                 job,
                 service.tail(),
@@ -115,7 +117,7 @@ def test_a_job_past_the_memory_ceiling_fails_and_the_worker_goes_on(service: Ser
             next_id = client.post("/v1/jobs", json=quick).json()["id"]
             assert service.wait_for(next_id)["status"] == "succeeded", service.tail()
     finally:
-        stop(service.processes["worker"])
+        service.processes["worker"].stop()
         service.env = {
             key: value
             for key, value in service.env.items()

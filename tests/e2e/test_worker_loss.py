@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Service, parse_sse, stop
-from tests.e2e.test_train import DIGITS_SPEC
+from models.spec.examples import DIGITS_SPEC
+from tests.e2e.conftest import PATIENCE, Service, parse_sse
 
 pytestmark = pytest.mark.e2e
 
@@ -24,12 +24,12 @@ def test_sigkilled_worker_job_is_retried_to_completion(service: Service) -> None
     spec["fit"] = {"epochs": 30, "batch_size": 8}
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + PATIENCE
         while client.get(f"/v1/jobs/{job_id}").json()["progress"]["epoch"] < 2:
             assert time.monotonic() < deadline, service.tail()
             time.sleep(0.1)
 
-        stop(service.processes["worker"], signal.SIGKILL)
+        service.processes["worker"].stop(signal.SIGKILL)
         killed = client.get(f"/v1/jobs/{job_id}").json()
         assert killed["status"] == "running"
         assert killed["attempt"] == 1
@@ -38,7 +38,7 @@ def test_sigkilled_worker_job_is_retried_to_completion(service: Service) -> None
         before = client.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"]
 
         service.start_worker()
-        job = service.wait_for(job_id, timeout=240)
+        job = service.wait_for(job_id)
         assert job["status"] == "succeeded", (job, service.tail())
         assert job["attempt"] == 2
         after = client.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"]
