@@ -12,6 +12,7 @@ from api.errors import (
     http_error_handler,
     netkiln_error_handler,
     request_validation_handler,
+    unexpected_error_handler,
 )
 from api.event_feeds import EventFeeds
 from api.routes import base_models, curves, datasets, health, jobs, metrics, ui
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(curves.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from http import HTTPStatus
 from typing import Any
@@ -13,6 +14,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
 
 
 class NetkilnError(Exception):
@@ -131,6 +134,35 @@ async def http_error_handler(_: Request, exc: Exception) -> Response:
         code = "error"
     content = {"detail": jsonable_encoder(exc.detail), "code": code}
     return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
+
+
+#: Set on an exception :func:`unexpected_error_handler` logged, for :class:`_AlreadyLogged`.
+_LOGGED = "_netkiln_logged"
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Anything else: logged here with its traceback and the request it broke, answered as
+    a 500 in the shape of our other errors (Starlette's ServerErrorMiddleware calls this)."""
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    # The middleware re-raises it after this answer, and uvicorn would log it again.
+    setattr(exc, _LOGGED, True)
+    content = {
+        "detail": "internal error: the server could not answer this request; "
+        "its log has the details",
+        "code": "internal",
+    }
+    return JSONResponse(status_code=500, content=content)
+
+
+class _AlreadyLogged(logging.Filter):
+    """Drops the server's copy of a traceback :func:`unexpected_error_handler` logged
+    (uvicorn's "Exception in ASGI application")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and getattr(record.exc_info[1], _LOGGED, False))
+
+
+logging.getLogger("uvicorn.error").addFilter(_AlreadyLogged())
 
 
 async def request_validation_handler(_: Request, exc: Exception) -> JSONResponse:

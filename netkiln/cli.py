@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -62,6 +65,42 @@ def _settings(data_dir: Path | None) -> Settings:
     return settings
 
 
+def _require_schema(settings: Settings, *, migrate: bool) -> None:
+    """Refuse to run on a database this code cannot use, in one line and exit status 1,
+    where requests would otherwise fail one by one. With ``migrate`` (``up``, and the API
+    and worker on the embedded database, which no one else migrates) a database behind
+    this code is upgraded first; one ahead of it never is."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.migrate import schema_state, upgrade
+
+    url = settings.resolved_database_url
+    try:
+        # Processes started together on a fresh data dir migrate it one at a time.
+        with _migration_lock(settings.data_dir) if migrate else nullcontext():
+            state = schema_state(url)
+            if migrate and state.behind:
+                upgrade(url)
+                state = schema_state(url)
+    except SQLAlchemyError as exc:
+        reason = redact(str(exc).splitlines()[0])
+        _refuse(f"cannot read the database's schema revision ({redact(url)}): {reason}")
+    if state.problem is not None:
+        _refuse(f"{state.problem} ({redact(url)})")
+
+
+@contextmanager
+def _migration_lock(data_dir: Path) -> Iterator[None]:
+    with (data_dir / "migrate.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _refuse(message: str) -> NoReturn:
+    typer.echo(f"netkiln: {message}", err=True)
+    raise typer.Exit(1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOption = None, revision: str = "head") -> None:
     """Apply Alembic migrations up to REVISION."""
@@ -83,6 +122,7 @@ def api(
     import uvicorn
 
     settings = _settings(data_dir)
+    _require_schema(settings, migrate=settings.database_url is None)
     if workers > 1:
         # Each worker is a fresh interpreter (spawned), so it gets an import string and
         # builds its app, and its logging, from the NETKILN_* that _settings exported.
@@ -107,6 +147,7 @@ def api(
 def worker(data_dir: DataDirOption = None, concurrency: ConcurrencyOption = 1) -> None:
     """Run a training worker (Celery)."""
     settings = _settings(data_dir)
+    _require_schema(settings, migrate=settings.database_url is None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from celery.signals import setup_logging
 
@@ -137,9 +178,7 @@ def up(
 ) -> None:
     """Migrate, then run the API and one worker together (embedded default: no servers)."""
     settings = _settings(data_dir)
-    from models.migrate import upgrade
-
-    upgrade(settings.resolved_database_url)
+    _require_schema(settings, migrate=True)
     database = redact(settings.resolved_database_url)
     broker = redact(settings.resolved_broker_url)
     typer.echo(f"netkiln: data in {settings.data_dir}, database {database}, broker {broker}")
