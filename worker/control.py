@@ -17,7 +17,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,7 +56,6 @@ class Control(threading.Thread):
         *,
         memory_limit: int | None = None,
         grace: float = 10.0,
-        end_process: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name=f"control-{store.job_id}", daemon=True)
         self.store = store
@@ -65,7 +63,6 @@ class Control(threading.Thread):
         self.max_runtime = max_runtime
         self.memory_limit = memory_limit
         self.grace = grace
-        self.end_process = end_process or _kill_this_process
         self.progress = Progress()
         self.stop_reason: StopReason | None = None
         self._began = time.monotonic()
@@ -149,7 +146,7 @@ class Control(threading.Thread):
             self.store.job_id,
             self.stop_reason,
         )
-        self.end_process()
+        _kill_this_process()
 
 
 def _kill_this_process() -> None:
