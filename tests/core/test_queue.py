@@ -4,15 +4,16 @@ embedded broker's folders) and dispatch."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from core.queue import JOB_QUEUE, RUN_JOB_TASK, dispatch, make_celery
+from core.queue import JOB_QUEUE, RUN_JOB_TASK, make_celery
 from core.settings import Settings
-from models.migrate import upgrade
 
 
 def test_recycling_settings_reach_celery(tmp_path: Path) -> None:
@@ -53,25 +54,43 @@ def test_zero_turns_recycling_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         Settings(data_dir=tmp_path, worker_max_tasks_per_child=-1)
 
 
-def test_embedded_broker_keeps_every_folder_under_the_data_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+DISPATCH_FROM_ELSEWHERE = """
+import sys, uuid
+from core.queue import dispatch, make_celery
+from core.settings import Settings
+from models.migrate import upgrade
+
+settings = Settings(data_dir=sys.argv[1])
+settings.ensure_dirs()
+upgrade(settings.resolved_database_url)
+# No job row: dispatch's bookkeeping update finds nothing; the message is still sent.
+dispatch(make_celery(settings), settings.resolved_database_url, uuid.UUID(sys.argv[2]))
+"""
+
+
+def test_embedded_broker_keeps_every_folder_under_the_data_dir(tmp_path: Path) -> None:
     """kombu's filesystem transport writes its exchange tables to ./control unless told
-    otherwise, which littered whatever folder a process started in."""
+    otherwise, which littered whatever folder a process started in. In a fresh process:
+    kombu declares a queue once per process, and only then writes the tables."""
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
     data_dir = tmp_path / "data"
-    settings = Settings(data_dir=data_dir)
-    settings.ensure_dirs()
     job_id = uuid.uuid4()
-    # No job row: dispatch's bookkeeping update finds nothing, the message is still sent.
-    upgrade(settings.resolved_database_url)
-    dispatch(make_celery(settings), settings.resolved_database_url, job_id)
+    root = Path(__file__).parents[2]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NETKILN_")}
+    env["PYTHONPATH"] = str(root)
+    subprocess.run(
+        [sys.executable, "-c", DISPATCH_FROM_ELSEWHERE, str(data_dir), str(job_id)],
+        cwd=elsewhere,
+        env=env,
+        check=True,
+        timeout=120,
+    )
 
     assert os.listdir(elsewhere) == []
+    settings = Settings(data_dir=data_dir)
     messages = list(settings.broker_dir.glob(f"*.{JOB_QUEUE}.msg"))
     assert len(messages) == 1
     assert str(job_id) in messages[0].read_text()
     assert RUN_JOB_TASK in messages[0].read_text()
-    assert (data_dir / "broker-control").is_dir()
+    assert list((data_dir / "broker-control").glob("*.exchange"))

@@ -16,7 +16,6 @@ import pytest
 
 from models.spec.examples import DIGITS_SPEC
 from netkiln.harness import Process, process_env, session_processes, start_up, wait_for_job
-from tests.conftest import Backend
 from tests.e2e.conftest import FAST_RECOVERY, Service
 
 pytestmark = pytest.mark.e2e
@@ -66,11 +65,8 @@ def test_sigterm_to_the_worker_mid_job_ends_it_and_requeues_the_job(service: Ser
         assert service.wait_for(job_id)["status"] == "cancelled"
 
 
-def test_sigterm_to_netkiln_up_mid_job_ends_every_process(
-    backend: Backend, keras_home: Path, tmp_path: Path
-) -> None:
-    if backend.name != "embedded":
-        pytest.skip("netkiln up runs the embedded default here")
+def test_sigterm_to_netkiln_up_mid_job_ends_every_process(keras_home: Path, tmp_path: Path) -> None:
+    """On the embedded default, as a user runs it."""
     env = process_env(keras_home, FAST_RECOVERY)
     up = start_up(tmp_path / "data", env, tmp_path / "up.log")
     headers = {"Authorization": f"Bearer {up.api_key}"}
