@@ -2,12 +2,12 @@
 shape and parameter counts, as ``model.summary()`` would report them, computed from the spec.
 
 Rows are the layers Keras builds, so a block (``DenseBlock``) gives one row per layer it
-expands to, each carrying the ``spec_index`` of the block. One rule per primitive layer type
-in ``RULES``; a rule takes the input shape (without the batch axis) and the layer spec and
-returns the output shape and the trainable and non-trainable parameter counts. A layer with
-``trainable: false`` has all its weights counted as non-trainable, as in Keras. A spec Keras
-could not build, or could build but not run (a softmax over an axis the tensor lacks),
-raises ``InvalidLayerError`` naming the spec layer.
+expands to, each carrying the ``spec_index`` of the block. Each layer spec carries its own
+shape rule (``KerasLayerSpec.effect`` in ``models.spec.layers``): from the input shape
+(without the batch axis), the output shape and the trainable and non-trainable parameter
+counts. A layer with ``trainable: false`` has all its weights counted as non-trainable, as
+in Keras. A spec Keras could not build, or could build but not run (a softmax over an axis
+the tensor lacks), raises ``InvalidLayerError`` naming the spec layer.
 
 Memory is estimated for float32, and deliberately kept simple:
 
@@ -23,37 +23,16 @@ overhead and the dataset itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
 
 from pydantic import Field
 
 from models.spec import ModelSpec
 from models.spec.base import StrictModel
-from models.spec.layers import (
-    BatchNormalization,
-    Dense,
-    LayerNormalization,
-    PReLU,
-    PrimitiveLayerSpec,
-    Reshape,
-    Softmax,
-    expand_layers,
-)
+from models.spec.layers import LayerEffect, PrimitiveLayerSpec, Shape, expand_layers
+
+__all__ = ["InvalidLayerError", "LayerEffect", "LayerSummary", "ModelSummary", "summarize"]
 
 BYTES_PER_FLOAT32 = 4
-
-#: A tensor's shape without the batch axis; every dimension is known.
-Shape = tuple[int, ...]
-
-
-class LayerEffect(NamedTuple):
-    output_shape: Shape
-    trainable: int
-    non_trainable: int
-
-
-LayerRule = Callable[[Shape, Any], LayerEffect]
 
 
 class InvalidLayerError(ValueError):
@@ -133,7 +112,7 @@ def _add_row(
 ) -> Shape:
     """Append ``layer``'s row, taking input ``shape``; the shape it outputs."""
     try:
-        effect = RULES[layer.type](shape, layer)
+        effect = layer.effect(shape)
     except ValueError as exc:
         shown = layer.type if spec_type == layer.type else f"{spec_type}: {layer.type}"
         raise InvalidLayerError(spec_index, shown, str(exc)) from exc
@@ -153,105 +132,3 @@ def _add_row(
         )
     )
     return effect.output_shape
-
-
-def _feature_axis(shape: Shape, axis: int) -> int:
-    """``axis`` counts the batch axis, as Keras's do; the index into ``shape`` it names."""
-    rank = len(shape) + 1
-    if not -rank <= axis < rank:
-        raise ValueError(f"axis {axis} is out of range for input shape {_show(shape)}")
-    resolved = axis % rank
-    if resolved == 0:
-        raise ValueError(f"axis {axis} is the batch axis of input shape {_show(shape)}")
-    return resolved - 1
-
-
-def _show(shape: Shape) -> str:
-    return str((None, *shape))
-
-
-def _dense(shape: Shape, spec: Dense) -> LayerEffect:
-    kernel = shape[-1] * spec.units
-    bias = spec.units if spec.use_bias else 0
-    return LayerEffect((*shape[:-1], spec.units), kernel + bias, 0)
-
-
-def _flatten(shape: Shape, spec: PrimitiveLayerSpec) -> LayerEffect:
-    return LayerEffect((math.prod(shape),), 0, 0)
-
-
-def _reshape(shape: Shape, spec: Reshape) -> LayerEffect:
-    target = tuple(spec.target_shape)
-    size = math.prod(shape)
-    if target.count(-1) > 1:
-        raise ValueError(f"target_shape {list(target)} may hold at most one -1")
-    known = math.prod(dim for dim in target if dim != -1)
-    if -1 in target:
-        if known == 0 or size % known:
-            raise ValueError(
-                f"cannot reshape input shape {_show(shape)} ({size} values) into "
-                f"target_shape {list(target)}: {size} is not a multiple of {known}"
-            )
-        target = tuple(size // known if dim == -1 else dim for dim in target)
-    elif known != size:
-        raise ValueError(
-            f"cannot reshape input shape {_show(shape)} ({size} values) into "
-            f"target_shape {list(target)} ({known} values)"
-        )
-    return LayerEffect(target, 0, 0)
-
-
-def _batch_normalization(shape: Shape, spec: BatchNormalization) -> LayerEffect:
-    features = shape[_feature_axis(shape, spec.axis)]
-    learned = int(spec.center) + int(spec.scale)
-    return LayerEffect(shape, learned * features, 2 * features)
-
-
-def _layer_normalization(shape: Shape, spec: LayerNormalization) -> LayerEffect:
-    features = shape[_feature_axis(shape, spec.axis)]
-    learned = int(spec.center) + int(spec.scale)
-    return LayerEffect(shape, learned * features, 0)
-
-
-def _prelu(shape: Shape, spec: PReLU) -> LayerEffect:
-    alpha = list(shape)
-    for axis in spec.shared_axes or []:
-        if not 1 <= axis <= len(shape):
-            raise ValueError(
-                f"shared_axes entry {axis} is not an axis of input shape {_show(shape)}; "
-                f"use 1 to {len(shape)} (1 is the first axis after the batch axis)"
-            )
-        alpha[axis - 1] = 1
-    return LayerEffect(shape, math.prod(alpha), 0)
-
-
-def _softmax(shape: Shape, spec: Softmax) -> LayerEffect:
-    rank = len(shape) + 1
-    if not -rank <= spec.axis < rank:
-        raise ValueError(f"axis {spec.axis} is out of range for input shape {_show(shape)}")
-    return LayerEffect(shape, 0, 0)
-
-
-def _elementwise(shape: Shape, spec: PrimitiveLayerSpec) -> LayerEffect:
-    return LayerEffect(shape, 0, 0)
-
-
-RULES: dict[str, LayerRule] = {
-    "Dense": _dense,
-    "Flatten": _flatten,
-    "Reshape": _reshape,
-    "BatchNormalization": _batch_normalization,
-    "LayerNormalization": _layer_normalization,
-    "Activation": _elementwise,
-    "LeakyReLU": _elementwise,
-    "PReLU": _prelu,
-    "ELU": _elementwise,
-    "ReLU": _elementwise,
-    "Softmax": _softmax,
-    "Dropout": _elementwise,
-    "AlphaDropout": _elementwise,
-    "GaussianDropout": _elementwise,
-    "GaussianNoise": _elementwise,
-    "RReLU": _elementwise,
-    "MCDropout": _elementwise,
-}

@@ -15,15 +15,14 @@ carries code (``Lambda``, ``TFSMLayer``, …), a Python lambda or any custom obj
 naming the layer. Parameter counts are the sizes of the weight datasets, as
 ``model.count_params()`` counts them; the trainable split follows each layer's
 ``trainable`` flag, with batch normalization's moving statistics non-trainable as in Keras.
-Output shapes are computed for the common shape-preserving and dense layers and left null
-elsewhere.
+Output shapes are computed by the shape rules of netkiln's layer specs
+(``models.spec.layers.keras_output_shape``) where one applies, and left null elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any, Literal
 import h5py
 from pydantic import BaseModel, Field
 
+from models.spec.layers import keras_output_shape, keras_snake_case
 from uploads.archives import InvalidUpload, extract_member, open_archive, read_member
 from uploads.keras_names import (
     CODE_CARRYING_LAYERS,
@@ -67,36 +67,6 @@ BUILTIN_CLASSES = KERAS_LAYERS | KERAS_MODELS | KERAS_LAYER_ARGUMENTS | KERAS_TR
 MOVING_STATISTICS = ("moving_mean", "moving_variance")
 #: Config keys whose values are layers: a model's layers, a wrapper's layer, an RNN's cells.
 LAYER_KEYS = frozenset({"layers", "layer", "forward_layer", "backward_layer", "cell", "cells"})
-#: Layers whose output has their input's shape.
-SHAPE_PRESERVING = frozenset(
-    {
-        "Activation",
-        "ActivityRegularization",
-        "AlphaDropout",
-        "BatchNormalization",
-        "Dropout",
-        "ELU",
-        "GaussianDropout",
-        "GaussianNoise",
-        "GroupNormalization",
-        "Identity",
-        "LayerNormalization",
-        "LeakyReLU",
-        "MCDropout",
-        "Masking",
-        "Normalization",
-        "PReLU",
-        "RMSNormalization",
-        "RReLU",
-        "ReLU",
-        "Rescaling",
-        "Softmax",
-        "SpatialDropout1D",
-        "SpatialDropout2D",
-        "SpatialDropout3D",
-        "UnitNormalization",
-    }
-)
 #: A tensor shape with the batch axis; None where unknown.
 Shape = list[int | None]
 
@@ -196,7 +166,7 @@ def _keras_layer_groups(
         if sequential and entry["class_name"] == "InputLayer":
             groups.append(None)
             continue
-        key = _snake_case(entry["class_name"])
+        key = keras_snake_case(entry["class_name"])
         if key in used:
             used[key] += 1
             key = f"{key}_{used[key]}"
@@ -205,13 +175,6 @@ def _keras_layer_groups(
         group = by_name.get(entry["config"]["name"])
         groups.append(group if group is not None else _child_group(layers_group, key))
     return groups
-
-
-def _snake_case(name: str) -> str:
-    """``keras.src.utils.naming.to_snake_case``."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _keras_leaf_counts(entry: dict[str, Any], group: h5py.Group) -> Counts:
@@ -491,22 +454,10 @@ def _output_shapes(entries: list[dict[str, Any]], sequential: bool) -> list[Shap
 
 
 def _infer(layer_type: str, config: dict[str, Any], shape: Shape | None) -> Shape | None:
-    if shape is None or not shape:
+    if not shape:
         return None
-    if layer_type in SHAPE_PRESERVING:
-        return shape
-    if layer_type == "Dense" and isinstance(units := config.get("units"), int):
-        return [*shape[:-1], units]
-    features = shape[1:]
-    if layer_type == "Flatten" and all(isinstance(dim, int) for dim in features):
-        return [shape[0], math.prod(dim for dim in features if dim is not None)]
-    if layer_type == "Reshape" and (target := _shape(config.get("target_shape"))) is not None:
-        known = [dim for dim in features if dim is not None]
-        if -1 in target and len(known) == len(features):
-            rest = math.prod(dim for dim in target if dim is not None and dim != -1)
-            target = [math.prod(known) // rest if dim == -1 and rest else dim for dim in target]
-        return [shape[0], *target]
-    return None
+    output = keras_output_shape(layer_type, config, tuple(shape[1:]))
+    return None if output is None else [shape[0], *output]
 
 
 def _shape(value: Any) -> Shape | None:

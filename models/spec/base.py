@@ -6,7 +6,7 @@ checks every entry against Keras so they cannot drift.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,21 @@ class StrictModel(BaseModel):
     NaN and infinities are refused: JSON cannot store them, so a stored spec would change."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Member = TypeVar("Member", bound=BaseModel)
+
+
+def tagged_members(union: Any, base: type[Member]) -> dict[str, type[Member]]:
+    """The classes of a discriminated union on ``type`` (``Annotated[A | B, Field(...)]``)
+    by their tags, in union order: the union is the registry, this is its index."""
+    members: dict[str, type[Member]] = {}
+    for member in get_args(get_args(union)[0]):
+        if not issubclass(member, base):
+            raise TypeError(f"{member.__name__} is not a {base.__name__}")
+        for tag in get_args(member.model_fields["type"].annotation):
+            members[tag] = member
+    return members
 
 
 ActivationName = Literal[

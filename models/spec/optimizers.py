@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 
-from models.spec.base import StrictModel, keras_config
+from models.spec.base import StrictModel, keras_config, tagged_members
 from models.spec.schedules import ScheduleSpec
 
 LearningRate = Annotated[float, Field(gt=0, le=10)] | ScheduleSpec
@@ -129,9 +129,7 @@ OptimizerSpec = Annotated[
 ]
 
 #: Lower-case names (``"adam"``) accepted where an optimizer object is expected.
-OPTIMIZER_SHORTHANDS = {
-    name.lower(): name for name in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "Nadam")
-}
+OPTIMIZER_SHORTHANDS = {name.lower(): name for name in tagged_members(OptimizerSpec, OptimizerBase)}
 
 
 def _expand_shorthand(value: Any) -> Any:

@@ -1,8 +1,10 @@
 """The spec's names and classes, checked against the installed Keras so they cannot drift:
-every name resolves, every layer and optimizer builds, and their arguments take effect."""
+every name resolves, every layer and optimizer builds, and their arguments take effect; every
+layer spec's shape rule gives what Keras builds, for the dry run and for upload inspection."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -14,8 +16,16 @@ from pydantic import TypeAdapter
 
 from models.spec import LayerSpec, ModelSpec, OptimizerSpec
 from models.spec.base import ActivationName, InitializerName, LossName, MetricName
-from models.spec.layers import PrimitiveLayerSpec
-from worker.build.model import CUSTOM_LAYERS, build_layer, build_model, build_optimizer
+from models.spec.layers import (
+    LAYER_CLASSES,
+    PRIMITIVE_LAYERS,
+    SHAPE_PRESERVING_KERAS_LAYERS,
+    PrimitiveLayerSpec,
+    keras_output_shape,
+)
+from uploads.keras_names import KERAS_LAYERS
+from worker.build.custom_layers import netkiln_layer
+from worker.build.model import build_layer, build_model, build_optimizer
 
 
 def union_types(annotation: Any) -> list[str]:
@@ -28,7 +38,6 @@ def union_types(annotation: Any) -> list[str]:
 
 
 LAYERS = TypeAdapter(LayerSpec)
-PRIMITIVE_LAYERS: TypeAdapter[PrimitiveLayerSpec] = TypeAdapter(PrimitiveLayerSpec)
 OPTIMIZERS = TypeAdapter(OptimizerSpec)
 LAYER_TYPES = union_types(PrimitiveLayerSpec)
 OPTIMIZER_TYPES = union_types(OptimizerSpec)
@@ -122,7 +131,7 @@ class TestMetrics:
 # Arguments without defaults; everything else stays at the spec's default.
 REQUIRED: dict[str, dict[str, Any]] = {
     "Dense": {"units": 3},
-    "Reshape": {"target_shape": [2, 2]},
+    "Reshape": {"target_shape": [2, -1]},
     "Activation": {"activation": "relu"},
     "Dropout": {"rate": 0.5},
     "MCDropout": {"rate": 0.5},
@@ -130,32 +139,63 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "GaussianDropout": {"rate": 0.5},
     "GaussianNoise": {"stddev": 0.1},
 }
-OUTPUT_SHAPES = {"Dense": (5, 3), "Reshape": (5, 2, 2)}
+#: Input shapes (no batch axis) every layer type is built on.
+INPUT_SHAPES = [(4,), (3, 4)]
+
+
+def layer_spec(type_name: str) -> PrimitiveLayerSpec:
+    return PRIMITIVE_LAYERS.validate_python({"type": type_name, **REQUIRED.get(type_name, {})})
+
+
+def weight_counts(layer: keras.layers.Layer) -> tuple[int, int]:
+    return (
+        sum(int(np.prod(weight.shape)) for weight in layer.trainable_weights),
+        sum(int(np.prod(weight.shape)) for weight in layer.non_trainable_weights),
+    )
 
 
 class TestLayers:
-    @pytest.mark.parametrize("type_name", LAYER_TYPES)
-    def test_layer_builds_and_runs_in_a_sequential(self, type_name: str) -> None:
-        spec = PRIMITIVE_LAYERS.validate_python({"type": type_name, **REQUIRED.get(type_name, {})})
+    def test_the_union_is_the_registry(self) -> None:
+        assert list(LAYER_CLASSES) == LAYER_TYPES
 
+    @pytest.mark.parametrize("type_name", LAYER_TYPES)
+    def test_type_names_a_keras_class_or_a_netkiln_one(self, type_name: str) -> None:
+        layer = build_layer(layer_spec(type_name))
+
+        custom = netkiln_layer(type_name)
+        if custom is None:
+            assert type(layer) is getattr(keras.layers, type_name)
+        else:
+            assert type(layer) is custom
+            assert not hasattr(keras.layers, type_name), f"Keras has {type_name} now"
+
+    @pytest.mark.parametrize("input_shape", INPUT_SHAPES, ids=str)
+    @pytest.mark.parametrize("type_name", LAYER_TYPES)
+    def test_rule_matches_what_keras_builds_and_runs(
+        self, type_name: str, input_shape: tuple[int, ...]
+    ) -> None:
+        spec = layer_spec(type_name)
         layer = build_layer(spec)
-        model = keras.Sequential([keras.Input((4,)), layer])
-        x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+        model = keras.Sequential([keras.Input(input_shape), layer])
+        x = np.random.default_rng(0).normal(size=(5, *input_shape)).astype("float32")
         out = keras.ops.convert_to_numpy(model(x, training=True))
 
-        if type_name in CUSTOM_LAYERS:
-            assert isinstance(layer, keras.layers.Layer)
-            assert not hasattr(keras.layers, type_name), f"Keras has {type_name} now"
-        else:
-            assert type(layer) is getattr(keras.layers, type_name)
-        assert out.shape == OUTPUT_SHAPES.get(type_name, (5, 4))
+        effect = spec.effect(input_shape)
+        assert out.shape == (5, *effect.output_shape)
+        assert (effect.trainable, effect.non_trainable) == weight_counts(layer)
         assert np.isfinite(out).all()
 
-    def test_every_layer_type_is_either_keras_or_custom(self) -> None:
-        unknown = [
-            t for t in LAYER_TYPES if t not in CUSTOM_LAYERS and not hasattr(keras.layers, t)
-        ]
-        assert unknown == []
+    @pytest.mark.parametrize("input_shape", [*INPUT_SHAPES, (None, 4)], ids=str)
+    @pytest.mark.parametrize("type_name", LAYER_TYPES)
+    def test_rule_reads_a_saved_layer_as_keras_does(
+        self, type_name: str, input_shape: tuple[int | None, ...]
+    ) -> None:
+        layer = build_layer(layer_spec(type_name))
+        saved = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+
+        shape = keras_output_shape(saved["class_name"], saved["config"], input_shape)
+
+        assert shape == layer.compute_output_shape((None, *input_shape))[1:]
 
     @pytest.mark.parametrize(
         "block",
@@ -236,6 +276,27 @@ class TestLayers:
             )
         )
         assert type(layer.kernel_initializer) is getattr(keras.initializers, initializer["type"])
+
+
+#: Constructor arguments and an input shape each takes (with the batch axis).
+SHAPE_PRESERVING_EXAMPLES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
+    "GroupNormalization": ({"groups": 2}, (2, 3, 4)),
+    "Rescaling": ({"scale": 2.0}, (2, 3, 4)),
+    "SpatialDropout1D": ({"rate": 0.5}, (2, 3, 4)),
+    "SpatialDropout2D": ({"rate": 0.5}, (2, 3, 4, 2)),
+    "SpatialDropout3D": ({"rate": 0.5}, (2, 3, 4, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_PRESERVING_KERAS_LAYERS))
+def test_spec_less_keras_layers_keep_their_input_shape(name: str) -> None:
+    assert name in KERAS_LAYERS
+    assert name not in LAYER_CLASSES  # a spec class's own rule would apply instead
+    args, shape = SHAPE_PRESERVING_EXAMPLES.get(name, ({}, (2, 3, 4)))
+    layer = getattr(keras.layers, name)(**args)
+    out = layer(np.ones(shape, "float32"))
+    assert tuple(out.shape) == shape
+    assert keras_output_shape(name, layer.get_config(), shape[1:]) == shape[1:]
 
 
 def optimizer(type_name: str, **fields: Any) -> keras.optimizers.Optimizer:

@@ -7,11 +7,12 @@ from typing import Any
 import keras
 from keras import ops
 
-from models.spec.layers import MCDropout as MCDropoutSpec
-from models.spec.layers import RReLU as RReLUSpec
+#: The package netkiln's layers are registered under: a saved model names them
+#: ``netkiln>RReLU``, and the builder finds them by a layer spec's ``type``.
+PACKAGE = "netkiln"
 
 
-@keras.saving.register_keras_serializable(package="netkiln")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class RReLU(keras.layers.Layer):
     """Randomized leaky ReLU: a fresh uniform slope in [lower, upper] per negative input in
     training, the mean slope at inference."""
@@ -49,7 +50,7 @@ class RReLU(keras.layers.Layer):
         return {**super().get_config(), "lower": self.lower, "upper": self.upper, "seed": self.seed}
 
 
-@keras.saving.register_keras_serializable(package="netkiln")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class MCDropout(keras.layers.Dropout):
     """Dropout that stays active at inference (Monte Carlo dropout)."""
 
@@ -57,12 +58,10 @@ class MCDropout(keras.layers.Dropout):
         return super().call(inputs, training=True)
 
 
-def build_rrelu(spec: RReLUSpec) -> keras.layers.Layer:
-    return RReLU(**spec.keras_kwargs())
-
-
-def build_mc_dropout(spec: MCDropoutSpec) -> keras.layers.Layer:
-    return MCDropout(**spec.keras_kwargs())
+def netkiln_layer(name: str) -> type[keras.layers.Layer] | None:
+    """netkiln's layer class registered as ``name``, if there is one."""
+    found = keras.saving.get_registered_object(f"{PACKAGE}>{name}")
+    return found if isinstance(found, type) and issubclass(found, keras.layers.Layer) else None
 
 
 def plain_equivalent(layer: keras.layers.Layer) -> keras.layers.Layer:

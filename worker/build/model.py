@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import keras
 
 from models.spec import ModelSpec, OptimizerSpec
 from models.spec.layers import PrimitiveLayerSpec
-from worker.build.custom_layers import build_mc_dropout, build_rrelu
-
-#: Layer types that are not a Keras class of the same name. Everything else is
-#: ``keras.layers.<type>(**spec.keras_kwargs())``.
-CUSTOM_LAYERS: dict[str, Callable[[Any], keras.layers.Layer]] = {
-    "RReLU": build_rrelu,
-    "MCDropout": build_mc_dropout,
-}
+from worker.build.custom_layers import netkiln_layer
 
 
 def build_layer(spec: PrimitiveLayerSpec) -> keras.layers.Layer:
-    factory = CUSTOM_LAYERS.get(spec.type)
-    if factory is not None:
-        return factory(spec)
-    layer_class = getattr(keras.layers, spec.type)
+    """The Keras layer ``spec.type`` names: netkiln's, or else ``keras.layers.<type>``."""
+    layer_class = netkiln_layer(spec.type) or getattr(keras.layers, spec.type)
     return layer_class(**spec.keras_kwargs())
 
 
