@@ -51,7 +51,7 @@ ALLOWED_IMPORTS = {
     "core": {"core", "models"},
     "uploads": {"uploads", "models"},
     "api": {"api", "core", "models", "uploads"},
-    "worker": {"worker", "core", "models"},
+    "worker": {"worker", "core", "models", "uploads"},
 }
 OURS = {*ALLOWED_IMPORTS, "netkiln"}
 

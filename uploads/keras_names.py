@@ -331,3 +331,31 @@ KERAS_TRAINING_OBJECTS: frozenset[str] = frozenset(
         "Tversky",
     }
 )
+
+#: netkiln's own serializable classes, as a ``.keras`` config names them: (module, class).
+#: Keras resolves such an object by its registered name ``netkiln>Class`` where the worker
+#: registered it, and by importing ``module`` where not, so an upload is held to exactly
+#: these (``tests/worker/test_custom_layers.py`` checks the list against the registry).
+NETKILN_OBJECTS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("worker.build.custom_layers", "MCDropout"),
+        ("worker.build.custom_layers", "RReLU"),
+        ("worker.build.autoencoder", "TiedAutoencoder"),
+    }
+)
+
+#: Modules a serialized plain function (``class_name: "function"``, an activation, a loss or
+#: a metric given as a function) may come from.
+KERAS_FUNCTION_MODULES: frozenset[str] = frozenset(
+    {
+        "keras.activations",
+        "keras.losses",
+        "keras.metrics",
+        "keras.src.activations.activations",
+        "keras.src.losses.losses",
+        "keras.src.metrics.accuracy_metrics",
+        "keras.src.metrics.probabilistic_metrics",
+        "keras.src.metrics.regression_metrics",
+        "keras.src.metrics.hinge_metrics",
+    }
+)

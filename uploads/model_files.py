@@ -32,19 +32,50 @@ from typing import Any, Literal
 import h5py
 from pydantic import BaseModel, Field
 
+from models.spec.base import MAX_RANK
 from models.spec.layers import keras_output_shape, keras_snake_case
 from uploads.archives import InvalidUpload, extract_member, open_archive, read_member
 from uploads.keras_names import (
     CODE_CARRYING_LAYERS,
+    KERAS_FUNCTION_MODULES,
     KERAS_LAYER_ARGUMENTS,
     KERAS_LAYERS,
     KERAS_MODELS,
     KERAS_TRAINING_OBJECTS,
+    NETKILN_OBJECTS,
 )
 
 ModelFormat = Literal["keras", "h5"]
 
-MAX_CONFIG_BYTES = 64 * 1024 * 1024
+#: A model's architecture (config.json, or an .h5's model_config attribute). Parsed, JSON
+#: takes many times its size in memory; real configs of hundreds of layers are well below.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+#: Any size a layer's config asks for (units, filters, a vocabulary, a dimension): Keras
+#: allocates from the config, not from the weights file, so a few bytes could ask for GBs.
+MAX_CONFIG_SIZE = 1 << 20
+#: Config keys that size a layer.
+SIZE_KEYS = frozenset(
+    {
+        "units",
+        "filters",
+        "output_dim",
+        "input_dim",
+        "num_heads",
+        "key_dim",
+        "value_dim",
+        "max_tokens",
+        "num_tokens",
+        "num_bins",
+        "vocabulary_size",
+        "output_sequence_length",
+        "embeddings_dim",
+        "depth",
+        "target_shape",
+        "batch_shape",
+        "batch_input_shape",
+        "dims",
+    }
+)
 #: Objects (groups and datasets) and nesting depth a weights file may have.
 MAX_H5_OBJECTS = 1_000_000
 MAX_H5_DEPTH = 32
@@ -63,6 +94,7 @@ SAFE_MARKERS = frozenset(
     }
 )
 BUILTIN_CLASSES = KERAS_LAYERS | KERAS_MODELS | KERAS_LAYER_ARGUMENTS | KERAS_TRAINING_OBJECTS
+NETKILN_CLASSES = frozenset(class_name for _, class_name in NETKILN_OBJECTS)
 #: Batch normalization's moving statistics: weights Keras keeps non-trainable.
 MOVING_STATISTICS = ("moving_mean", "moving_variance")
 #: Config keys whose values are layers: a model's layers, a wrapper's layer, an RNN's cells.
@@ -230,9 +262,18 @@ def _inspect_h5(path: Path) -> ModelFileSummary:
                 "the .h5 file has no model_config: it holds weights only; save the whole "
                 "model (model.save('model.h5'))"
             )
+        # Read, a string is its size; parsed, JSON takes many times that.
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise InvalidUpload(
+                f"the .h5 file's model_config is larger than {MAX_CONFIG_BYTES} bytes"
+            )
         config = _parse_json(raw)
         check_objects(config)
         training = h5.attrs.get("training_config")
+        if training is not None and len(training) > MAX_CONFIG_BYTES:
+            raise InvalidUpload(
+                f"the .h5 file's training_config is larger than {MAX_CONFIG_BYTES} bytes"
+            )
         if training is not None:
             check_objects(_parse_json(training))
         entries = _model_layers(config)
@@ -279,6 +320,7 @@ def check_objects(config: Any) -> None:
         elif isinstance(node, dict):
             if "class_name" in node:
                 owner = _check_object(node, owner, is_layer)
+                _check_sizes(node.get("config"), owner)
             elif _is_dumped_function(node):
                 raise InvalidUpload(
                     f"{_where(owner)}: holds a Python function as bytecode (a lambda "
@@ -295,13 +337,13 @@ def _is_dumped_function(node: Mapping[str, Any]) -> bool:
 
 
 def _check_object(node: Mapping[str, Any], owner: str | None, is_layer: bool) -> str | None:
+    """Allowed: a Keras built-in class from a Keras module, a plain function from one of
+    Keras's function modules, one of netkiln's classes exactly as it registers them, and
+    Keras's safe serialization markers. Names alone prove nothing: a ``registered_name`` is
+    only honoured where it matches the module and class it claims."""
     class_name = node["class_name"]
     if not isinstance(class_name, str):
         raise InvalidUpload(f"{_where(owner)}: malformed object (class_name {class_name!r})")
-    registered = node.get("registered_name")
-    custom = class_name.startswith(NETKILN_PREFIX) or (
-        isinstance(registered, str) and registered.startswith(NETKILN_PREFIX)
-    )
     inner = node.get("config")
     name = inner.get("name") if isinstance(inner, dict) else None
     if is_layer and isinstance(name, str):
@@ -310,27 +352,69 @@ def _check_object(node: Mapping[str, Any], owner: str | None, is_layer: bool) ->
         raise InvalidUpload(
             f"{_where(owner)}: {class_name} carries executable code; it is not accepted"
         )
-    if custom:
+    module, registered = node.get("module"), node.get("registered_name")
+    if _claims_netkiln(class_name, registered):
+        if not _is_netkiln_object(class_name, module, registered):
+            raise InvalidUpload(
+                f"{_where(owner)}: {class_name} (module {module!r}, registered as "
+                f"{registered!r}) is not one of netkiln's layers; it is not accepted"
+            )
         return owner
     if class_name.startswith("__"):
         if class_name not in SAFE_MARKERS:
             raise InvalidUpload(f"{_where(owner)}: {class_name} objects are not accepted")
         return owner
-    module = node.get("module")
-    if module is None:
-        # Legacy configs name built-ins by class alone.
-        builtin = class_name in BUILTIN_CLASSES
-    else:
-        builtin = isinstance(module, str) and (module == "keras" or module.startswith("keras."))
-    if not builtin:
+    if not _is_builtin(class_name, module, inner, registered):
         origin = f" from module {module!r}" if module is not None else ""
-        if class_name == "function" and isinstance(inner, str):
-            class_name = f"function {inner!r}"
+        shown = f"function {inner!r}" if class_name == "function" else class_name
         raise InvalidUpload(
-            f"{_where(owner)}: {class_name}{origin} is a custom object; only Keras built-ins "
+            f"{_where(owner)}: {shown}{origin} is a custom object; only Keras built-ins "
             "and netkiln layers are accepted"
         )
     return owner
+
+
+def _check_sizes(config: object, owner: str | None) -> None:
+    if not isinstance(config, dict):
+        return
+    for key in SIZE_KEYS & config.keys():
+        value = config[key]
+        sizes = value if isinstance(value, list) else [value]
+        if len(sizes) > 2 * MAX_RANK or any(
+            isinstance(size, int) and not isinstance(size, bool) and size > MAX_CONFIG_SIZE
+            for size in sizes
+        ):
+            raise InvalidUpload(
+                f"{_where(owner)}: {key} {value!r} is past what netkiln accepts "
+                f"(at most {2 * MAX_RANK} dimensions of at most {MAX_CONFIG_SIZE:,})"
+            )
+
+
+def _claims_netkiln(class_name: str, registered: object) -> bool:
+    return class_name.startswith(NETKILN_PREFIX) or (
+        isinstance(registered, str) and registered.startswith(NETKILN_PREFIX)
+    )
+
+
+def _is_netkiln_object(class_name: str, module: object, registered: object) -> bool:
+    if class_name.startswith(NETKILN_PREFIX):
+        # Legacy .h5: the registered name stands in for the class, with no module.
+        bare = class_name.removeprefix(NETKILN_PREFIX)
+        return module is None and registered in (None, class_name) and bare in NETKILN_CLASSES
+    return registered == NETKILN_PREFIX + class_name and (module, class_name) in NETKILN_OBJECTS
+
+
+def _is_builtin(class_name: str, module: object, inner: object, registered: object) -> bool:
+    if registered is not None and registered != class_name and class_name != "function":
+        return False  # a built-in registers under its own name, if at all
+    if module is None:
+        # Legacy configs name built-ins by class alone.
+        return class_name in BUILTIN_CLASSES
+    if not isinstance(module, str) or not (module == "keras" or module.startswith("keras.")):
+        return False
+    if class_name == "function":
+        return module in KERAS_FUNCTION_MODULES and isinstance(inner, str) and inner.isidentifier()
+    return class_name in BUILTIN_CLASSES
 
 
 def _where(owner: str | None) -> str:
@@ -528,6 +612,12 @@ def _datasets(group: h5py.Group) -> Iterator[tuple[str, int]]:
                 if isinstance(child, h5py.Group):
                     stack.append((child, f"{prefix}{key}/", depth + 1))
                 elif isinstance(child, h5py.Dataset):
+                    # Both make HDF5 read other files when the dataset is read.
+                    if child.is_virtual or child.external:
+                        raise InvalidUpload(
+                            f"the weights file's {prefix}{key} reads other files (external "
+                            "storage or a virtual dataset); it is not accepted"
+                        )
                     shape = child.shape
                     yield f"{prefix}{key}", math.prod(shape) if shape is not None else 0
             except (OSError, ValueError, KeyError) as exc:

@@ -13,7 +13,9 @@ import base64
 import copy
 import io
 import json
+import tempfile
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -154,9 +156,7 @@ TABLE = [
     Hostile(
         "mathtext-metric-in-compare",
         "500s",
-        lambda c, s: c.get(
-            "/v1/jobs/compare.png", params={"ids": s.job_id, "metric": "$\\foo{$"}
-        ),
+        lambda c, s: c.get("/v1/jobs/compare.png", params={"ids": s.job_id, "metric": "$\\foo{$"}),
         409,  # the queued job has no epochs yet: a 4xx, not a TeX parse error
         "epoch",
     ),
@@ -220,6 +220,57 @@ TABLE = [
 ]
 
 
+def _crafted_keras(**claims: object) -> bytes:
+    """A tiny .keras whose last layer's config entry carries ``claims``."""
+    import keras
+
+    out = io.BytesIO()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/m.keras"
+        model.save(path)
+        with zipfile.ZipFile(path) as original:
+            members = {info.filename: original.read(info) for info in original.infolist()}
+    config = json.loads(members["config.json"])
+    config["config"]["layers"][-1].update(claims)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def _upload_model(content: bytes) -> Send:
+    return lambda client, _: client.post("/v1/models", files={"file": ("m.keras", content)})
+
+
+TABLE += [
+    Hostile(
+        "registered-name-bypass",
+        "upload",
+        _upload_model(
+            _crafted_keras(module="subprocess", class_name="Popen", registered_name="netkiln>Popen")
+        ),
+        422,
+        "not one of netkiln's layers",
+    ),
+    Hostile(
+        "keras-module-non-builtin",
+        "upload",
+        _upload_model(_crafted_keras(module="keras.src.utils.file_utils", class_name="get_file")),
+        422,
+        "custom object",
+    ),
+    Hostile(
+        "units-16M-in-6KB",
+        "upload",
+        _upload_model(_crafted_keras(config={"name": "d", "units": 16_000_000})),
+        422,
+        "past what netkiln accepts",
+    ),
+]
+
+
 @pytest.fixture(scope="module")
 def attacker(backend: Backend) -> Iterator[tuple[TestClient, Seeded]]:
     settings = backend.settings()
@@ -233,9 +284,7 @@ def attacker(backend: Backend) -> Iterator[tuple[TestClient, Seeded]]:
 
 
 @pytest.mark.parametrize("case", TABLE, ids=[f"{case.kind}:{case.name}" for case in TABLE])
-def test_hostile_input_gets_a_clear_4xx(
-    attacker: tuple[TestClient, Seeded], case: Hostile
-) -> None:
+def test_hostile_input_gets_a_clear_4xx(attacker: tuple[TestClient, Seeded], case: Hostile) -> None:
     client, seeded = attacker
     response = case.send(client, seeded)
     assert response.status_code == case.status, response.text
@@ -246,4 +295,4 @@ def test_hostile_input_gets_a_clear_4xx(
 
 
 def test_the_table_covers_every_class() -> None:
-    assert {case.kind for case in TABLE} >= {"500s", "spec"}
+    assert {case.kind for case in TABLE} >= {"500s", "spec", "upload"}
