@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
@@ -36,8 +35,6 @@ from models.spec.examples import BN_AFTER_ACTIVATION
 from models.spec.job import PRINTABLE
 from models.tables import Artifact, EpochMetrics, Job, JobStatus
 from models.tenancy import Caller
-
-log = logging.getLogger(__name__)
 
 #: Event ids are 64-bit signed integers in the database.
 MAX_EVENT_ID = 2**63 - 1
