@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from celery import Celery
 from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
 
 from core.queue import dispatch
 from core.settings import Settings
@@ -60,20 +61,14 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
         for job in stale:
             silent = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
             reason = f"worker {job.worker_host} stopped responding during attempt {job.attempt}"
-            if job.cancel_requested_at is not None:
-                job.status = JobStatus.CANCELLED
-                job.finished_at = now
-                report.cancelled.append(job.id)
-            elif job.attempt >= job.max_attempts:
-                job.status = JobStatus.FAILED
-                job.error_code = "worker_lost"
-                job.error_message = f"{reason}; all {job.max_attempts} attempts used"
-                job.finished_at = now
-                report.failed.append(job.id)
-            else:
-                job.status = JobStatus.QUEUED
-                job.dispatched_at = None
-                report.requeued.append(job.id)
+            outcome = end_lost_attempt(
+                session, job, "worker_lost", f"{reason}; all {job.max_attempts} attempts used"
+            )
+            {
+                JobStatus.CANCELLED: report.cancelled,
+                JobStatus.FAILED: report.failed,
+                JobStatus.QUEUED: report.requeued,
+            }[outcome].append(job.id)
             add_status_event(session, job, reason=reason)
             log.warning("job %s: silent for %.0fs; %s", job.id, silent, reason)
         undispatched = list(
@@ -95,6 +90,24 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
     return report
 
 
+def end_lost_attempt(session: Session, job: Job, code: str, message: str) -> JobStatus:
+    """A running attempt is gone (silent, or its process died): the job ends cancelled if a
+    cancel was pending, fails with ``code`` once its attempts are used up, and otherwise
+    goes back to the queue for the reconciler to send. Returns the new status."""
+    now = utcnow()
+    if job.cancel_requested_at is not None:
+        job.status = JobStatus.CANCELLED
+        job.finished_at = now
+    elif job.attempt >= job.max_attempts:
+        job.status = JobStatus.FAILED
+        job.error_code, job.error_message = code, message
+        job.finished_at = now
+    else:
+        job.status = JobStatus.QUEUED
+        job.dispatched_at = None
+    return JobStatus(job.status)
+
+
 def record_crash(settings: Settings, job_id: uuid.UUID, host: str, reason: str) -> bool:
     """The pool process running ``job_id`` on this host died (a signal, a crash in the
     backend's native code): re-queue the job for its next attempt, or, once its attempts
@@ -106,20 +119,13 @@ def record_crash(settings: Settings, job_id: uuid.UUID, host: str, reason: str) 
         if job is None or job.status != JobStatus.RUNNING or job.worker_host != host:
             return False
         what = f"the worker process died during attempt {job.attempt} ({reason})"
-        if job.cancel_requested_at is not None:
-            job.status = JobStatus.CANCELLED
-            job.finished_at = utcnow()
-        elif job.attempt >= job.max_attempts:
-            job.status = JobStatus.FAILED
-            job.error_code = "worker_crashed"
-            job.error_message = (
-                f"{what}; it died in all {job.max_attempts} attempts, so the job is not "
-                "retried (a spec that crashes the backend fails the same way every time)"
-            )
-            job.finished_at = utcnow()
-        else:
-            job.status = JobStatus.QUEUED
-            job.dispatched_at = None  # the reconciler sends it
+        end_lost_attempt(
+            session,
+            job,
+            "worker_crashed",
+            f"{what}; it died in all {job.max_attempts} attempts, so the job is not "
+            "retried (a spec that crashes the backend fails the same way every time)",
+        )
         add_status_event(session, job, reason=what)
         log.warning("job %s: %s", job_id, what)
         return True
