@@ -8,9 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api.documents import job_document, values_of
 from models.spec.lint import SpecWarning
 from models.summary import ModelSummary
-from models.tables import Artifact, Job, JobStatus, utcnow
+from models.tables import Artifact, Job, JobStatus
 
 
 class JobError(BaseModel):
@@ -27,27 +28,6 @@ class Progress(BaseModel):
     eta_seconds: float | None = Field(
         description="Estimated time left, from this attempt's pace so far; null when unknown."
     )
-
-    @classmethod
-    def of(cls, job: Job) -> Progress:
-        epochs = max(job.epochs_total, 1)
-        if JobStatus(job.status) == JobStatus.SUCCEEDED:
-            fraction = 1.0
-        else:
-            within = job.batch / job.steps_per_epoch if job.steps_per_epoch else 0.0
-            fraction = min((job.epoch + within) / epochs, 1.0)
-        eta = None
-        if JobStatus(job.status) == JobStatus.RUNNING and job.started_at and fraction > 0:
-            elapsed = (utcnow() - job.started_at).total_seconds()
-            eta = max(elapsed / fraction * (1 - fraction), 0.0)
-        return cls(
-            epoch=job.epoch,
-            epochs=job.epochs_total,
-            batch=job.batch,
-            steps_per_epoch=job.steps_per_epoch,
-            fraction=fraction,
-            eta_seconds=eta,
-        )
 
 
 class ParamCounts(BaseModel):
@@ -110,71 +90,30 @@ class JobOut(BaseModel):
         listed: bool = False,
     ) -> JobOut:
         """``detailed``: with the layer summary (single-job reads); ``listed``: without
-        the spec (listings, whose query does not load it)."""
-        base = f"/v1/jobs/{job.id}"
-        done = JobStatus(job.status) == JobStatus.SUCCEEDED
-        return cls(
-            id=job.id,
-            name=job.name,
-            kind=job.kind,
-            status=job.status,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            heartbeat_at=job.heartbeat_at,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            worker_host=job.worker_host,
-            error=JobError(code=job.error_code, message=job.error_message or "")
-            if job.error_code
-            else None,
-            progress=Progress.of(job),
-            cancel_requested=job.cancel_requested_at is not None,
-            checkpoint_epoch=job.checkpoint_epoch,
-            params=ParamCounts(
-                total=job.params_total,
-                trainable=job.params_trainable or 0,
-                non_trainable=job.params_non_trainable or 0,
-            )
-            if job.params_total is not None
-            else None,
-            last_metrics=job.last_metrics,
-            test_metrics=job.test_metrics,
-            versions=job.versions,
-            warnings=[SpecWarning.model_validate(item) for item in job.warnings],
-            phases=job.phases,
-            summary=ModelSummary.model_validate(job.summary) if detailed and job.summary else None,
-            artifacts=[
-                ArtifactOut(
-                    format=item.format,
-                    size=item.size,
-                    sha256=item.sha256,
-                    url=f"{base}/model?format={item.format}",
-                )
+        the spec (listings read ``documents.page_json`` instead; this is its reference)."""
+        document = job_document(values_of(job))
+        if detailed and job.summary:
+            document["summary"] = job.summary
+        if artifacts is not None:
+            document["artifacts"] = [
+                {
+                    "format": item.format,
+                    "size": item.size,
+                    "sha256": item.sha256,
+                    "url": f"/v1/jobs/{job.id}/model?format={item.format}",
+                }
                 for item in artifacts
             ]
-            if artifacts is not None
-            else None,
-            spec=None if listed else job.spec,
-            links={
-                "self": base,
-                "metrics": f"{base}/metrics",
-                "events": f"{base}/events",
-                "logs": f"{base}/logs",
-                "cancel": f"{base}/cancel",
-            }
-            | ({"model": f"{base}/model?format=keras"} if done else {}),
-        )
+        if not listed:
+            document["spec"] = job.spec
+        return cls.model_validate(document)
 
 
 class DryRunOut(BaseModel):
     """What ``POST /v1/jobs?dry_run=true`` returns: nothing is stored or queued."""
 
     spec: dict[str, Any] = Field(description="The spec with every default filled in.")
-    summary: ModelSummary | None = Field(
-        description="Layers, shapes and parameter counts; null for a transfer from an "
-        "uploaded model whose shapes could not be read."
-    )
+    summary: ModelSummary = Field(description="Layers, shapes and parameter counts.")
     warnings: list[SpecWarning]
 
 

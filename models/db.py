@@ -16,7 +16,12 @@ _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def make_engine(url: str, **overrides: Any) -> Engine:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, **overrides}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if "poolclass" not in overrides:
+        # Above SQLAlchemy's 5: an API process serves 8+ concurrent reads, and each read
+        # past the pool's size would open (and close) a connection of its own.
+        kwargs.update(pool_size=10, max_overflow=10)
+    kwargs.update(overrides)
     if url.startswith("sqlite"):
         # API threads and the worker share one file: wait on locks instead of failing.
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -48,6 +53,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 @lru_cache(maxsize=8)
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=make_engine(url), expire_on_commit=False)
+
+
+@lru_cache(maxsize=8)
+def reader_factory(url: str) -> sessionmaker[Session]:
+    """Sessions for one-statement reads that write nothing (listings): autocommit, so a
+    read costs no BEGIN and ROLLBACK round trips to the server, only its query."""
+    return sessionmaker(bind=make_engine(url, isolation_level="AUTOCOMMIT"))
 
 
 @contextmanager

@@ -201,7 +201,7 @@ class Job(Base):
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
         Index("ix_jobs_tenant_id_status", "tenant_id", "status"),
-        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_jobs_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         Index("ix_jobs_parent_id", "parent_id"),
         UniqueConstraint("tenant_id", "idempotency_key"),
     )
