@@ -11,12 +11,17 @@ Redis), against real processes started the way the product starts them:
     at each of ``--connections`` (1, 8, 32) for ``--duration`` (10 s) seconds.
 (b) submits: with no worker running (jobs only queue), ``--posts`` (200) sequential
     ``POST /v1/jobs`` of the same small spec.
-(a') the same status reads against ``netkiln api --workers 2`` (two uvicorn processes).
+(d) the job listing the web page polls, ``GET /v1/jobs?limit=50``, at c=8 with the table
+    filled (by POSTs) to ``--list-jobs`` (1,000) jobs; listings never use the read cache.
+(e) ``GET /v1/jobs/{id}`` at c=8 with no event stream open, then with ``--streams`` (200)
+    open over ``--stream-jobs`` (50) queued jobs: the p50 ratio.
+(a') (d') the status reads and the listing against ``netkiln api --workers 2``.
 
 Every request sends an API key that the bench creates after migrating, as ``netkiln keys
 create`` does (the API's default is ``NETKILN_AUTH=keys``). ``--only rss`` runs phase (c)
-alone. The processes start through ``netkiln.harness``, as the end-to-end tests start them;
-each phase lives in ``bench/load/``.
+alone; ``--jobs 0`` skips it (no worker; the status reads read a queued job). The
+processes start through ``netkiln.harness``, as the end-to-end tests start them; each
+phase lives in ``bench/load/``.
 
 Run from anywhere: ``.venv/bin/python bench/api_load.py [--backend both] [--json out.json]``.
 """
@@ -36,6 +41,16 @@ from typing import Any
 from load.backends import make_backend
 from load.base import BenchError
 from load.http_phases import TARGET_GET_P99_MS, TARGET_GET_RPS, floor_load, get_load, post_phase
+from load.list_streams import (
+    LIST_PATH,
+    TARGET_LIST_P99_MS,
+    TARGET_LIST_RPS,
+    TARGET_STREAMS_P50_RATIO,
+    fill_jobs,
+    list_load,
+    streams_main,
+    streams_phase,
+)
 from load.loadgen import WRK_SCRIPT, LoadGen, loadgen_main
 from load.profiling import profile_get
 from load.report import print_report
@@ -64,19 +79,22 @@ def run_backend(name: str, root: Path, args: Any, loadgen: LoadGen) -> dict[str,
         loadgen = replace(loadgen, key=key)
         # The API first, then the worker: its warm-up is timed from its own start.
         api = stack.start_api()
-        worker = stack.start_worker()
-        result["worker_warm_s"] = wait_until_warm(worker)
         api_rss_start = api_rss_mb(api)
         base_url = stack.base_url
 
         with stack.client(key) as client:
-            print(f"  (c) worker RSS over {args.jobs} sequential digits jobs …", flush=True)
-            result["worker_rss"], job_id = worker_rss_phase(client, worker, api, args.jobs)
-            if not job_id:
-                raise BenchError(f"no job succeeded:\n{worker.tail()}")
-            worker.stop()
-            if args.only == "rss":
-                return result
+            if args.jobs:
+                worker = stack.start_worker()
+                result["worker_warm_s"] = wait_until_warm(worker)
+                print(f"  (c) worker RSS over {args.jobs} sequential digits jobs …", flush=True)
+                result["worker_rss"], job_id = worker_rss_phase(client, worker, api, args.jobs)
+                if not job_id:
+                    raise BenchError(f"no job succeeded:\n{worker.tail()}")
+                worker.stop()
+                if args.only == "rss":
+                    return result
+            else:  # --jobs 0: no worker; the status reads read a queued job
+                job_id = fill_jobs(client, 1) and client.get("/v1/jobs").json()["items"][0]["id"]
 
             print(f"  (a) GET /v1/jobs/{{id}} (worker stopped), {loadgen.kind} …", flush=True)
             result["get"] = get_load(loadgen, base_url, job_id, api, args, "netkiln api")
@@ -89,6 +107,15 @@ def run_backend(name: str, root: Path, args: Any, loadgen: LoadGen) -> dict[str,
 
             print(f"  (b) {args.posts} sequential POST /v1/jobs, no worker …", flush=True)
             result["post"] = post_phase(client, args.posts)
+
+            print(f"  (d) GET {LIST_PATH}, {args.list_jobs} jobs in the table …", flush=True)
+            jobs = fill_jobs(client, args.list_jobs)
+            result["list"] = [list_load(loadgen, base_url, api, args, "netkiln api", jobs)]
+
+            print(f"  (e) GET /v1/jobs/{{id}} with {args.streams} event streams open …", flush=True)
+            queued = client.get("/v1/jobs", params={"status": "queued", "limit": args.stream_jobs})
+            stream_jobs = [item["id"] for item in queued.json()["items"]]
+            result["streams"] = streams_phase(loadgen, base_url, job_id, stream_jobs, api, args)
         result["api_rss_mb"] = {"start": api_rss_start, "end": api_rss_mb(api)}
         api.stop()
 
@@ -98,6 +125,7 @@ def run_backend(name: str, root: Path, args: Any, loadgen: LoadGen) -> dict[str,
             label = "netkiln api --workers 2"
             result["get"] += get_load(loadgen, base_url, job_id, multi, args, label)
             result["floor"].append(floor_load(loadgen, base_url, multi, args, label))
+            result["list"].append(list_load(loadgen, base_url, multi, args, label, jobs))
             multi.stop()
     except (BenchError, HarnessError) as exc:
         result["error"] = str(exc)
@@ -112,6 +140,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_loadgen":
         loadgen_main(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_streams":
+        streams_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("embedded", "postgres", "both"), default="both")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per GET level")
@@ -123,7 +154,14 @@ def main() -> None:
         help="comma-separated GET concurrency levels",
     )
     parser.add_argument("--posts", type=int, default=200)
-    parser.add_argument("--jobs", type=int, default=100, help="worker RSS phase")
+    parser.add_argument(
+        "--jobs", type=int, default=100, help="worker RSS phase (0: skip it, no worker)"
+    )
+    parser.add_argument("--list-jobs", type=int, default=1000, help="jobs in the table for (d)")
+    parser.add_argument("--streams", type=int, default=200, help="event streams open in (e)")
+    parser.add_argument(
+        "--stream-jobs", type=int, default=50, help="queued jobs the (e) streams follow"
+    )
     parser.add_argument(
         "--only",
         choices=("rss",),
@@ -201,6 +239,9 @@ def main() -> None:
                     "get_rps": TARGET_GET_RPS,
                     "get_p99_ms": TARGET_GET_P99_MS,
                     "rss_growth_mb": TARGET_RSS_GROWTH_MB,
+                    "list_rps": TARGET_LIST_RPS,
+                    "list_p99_ms": TARGET_LIST_P99_MS,
+                    "streams_p50_ratio": TARGET_STREAMS_P50_RATIO,
                 },
                 "results": results,
             }

@@ -6,6 +6,12 @@ import os
 from typing import Any
 
 from load.http_phases import TARGET_GET_P99_MS, TARGET_GET_RPS
+from load.list_streams import (
+    LIST_PATH,
+    TARGET_LIST_P99_MS,
+    TARGET_LIST_RPS,
+    TARGET_STREAMS_P50_RATIO,
+)
 from load.loadgen import LoadGen
 from load.worker_rss import TARGET_RSS_GROWTH_MB
 
@@ -116,6 +122,42 @@ def print_report(results: list[dict[str, Any]], args: Any, loadgen: LoadGen) -> 
         "(b) POST /v1/jobs, sequential, one httpx client (jobs only queue)  [no target]",
         ["backend", "server", "posts", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "non-202"],
         post_rows,
+    )
+    list_rows = [
+        [
+            *_load_cells(r, row),
+            str(row["jobs_in_table"]),
+            _ok(row["meets_rps"]),
+            _ok(row["meets_p99"]),
+        ]
+        for r in results
+        for row in r.get("list", [])
+    ]
+    _table(
+        f"(d) GET {LIST_PATH}, uncached, c=8  "
+        f"[targets: ≥ {TARGET_LIST_RPS:.0f} req/s, p99 < {TARGET_LIST_P99_MS:g} ms]",
+        [*LOAD_HEADERS, "jobs", "≥1000/s", "p99<50ms"],
+        list_rows,
+    )
+    stream_rows = [
+        [
+            r["backend"],
+            f"{s['streams']} over {s['stream_jobs']} jobs",
+            _f(s["idle"]["p50_ms"]),
+            _f(s["with_streams"]["p50_ms"]),
+            _f(s["p50_ratio"]),
+            _f(s["idle"]["rps"], 0),
+            _f(s["with_streams"]["rps"], 0),
+            _ok(s["meets_ratio"]),
+        ]
+        for r in results
+        if (s := r.get("streams"))
+    ]
+    _table(
+        "(e) GET /v1/jobs/{id}, c=8, netkiln api: idle vs event streams open  "
+        f"[target: p50 ratio ≤ {TARGET_STREAMS_P50_RATIO:g}]",
+        ["backend", "streams", "idle p50", "streams p50", "ratio", "idle req/s", "req/s", "≤2x"],
+        stream_rows,
     )
     rss_rows = []
     checkpoints = sorted(
