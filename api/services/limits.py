@@ -37,12 +37,12 @@ def check_queue_room(session: Session, caller: Caller) -> None:
 
 
 def check_job_limits(
-    session: Session, spec: AnyJobSpec, caller: Caller, summary: ModelSummary | None
+    session: Session, spec: AnyJobSpec, caller: Caller, summary: ModelSummary
 ) -> None:
     """Raise :class:`LimitExceeded` for the first limit the job itself breaks."""
     limits = caller.limits
     max_params = limits.max_params
-    if max_params is not None and summary is not None and summary.total > max_params:
+    if max_params is not None and summary.total > max_params:
         raise LimitExceeded(
             "max_params",
             max_params,

@@ -39,9 +39,10 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Inspection:
-    """The dry run: ``summary`` is None where a base's shapes could not be read."""
+    """The dry run: every kind knows its model's layers and counts (a transfer base whose
+    shapes cannot be followed to the cut is refused), so limits always have a count."""
 
-    summary: ModelSummary | None
+    summary: ModelSummary
     warnings: list[SpecWarning] = field(default_factory=list)
 
 

@@ -32,13 +32,7 @@ class TransferKind(JobKind[TransferJobSpec]):
         except ValueError as exc:
             raise SpecError(str(exc), ["cut"]) from exc
         warnings = lint_transfer(spec, names[:kept], [row["type"] for row in rows[:kept]])
-        cut_shape = rows[kept - 1].get("output_shape") if kept else base_summary["input_shape"]
-        if (
-            not base_summary.get("input_shape")
-            or not cut_shape
-            or any(dim is None for dim in cut_shape[1:])
-        ):
-            return Inspection(None, warnings)  # an upload whose shapes could not be read
+        cut_shape = _cut_shape(base_summary, rows, kept)
         try:
             head_model = ModelSpec(input_shape=list(cut_shape[1:]), layers=list(spec.head_layers))
         except ValidationError as exc:
@@ -59,6 +53,31 @@ class TransferKind(JobKind[TransferJobSpec]):
             spec.compile.loss,
             list(spec.compile.metrics),
         )
+
+
+def _cut_shape(base_summary: dict[str, Any], rows: list[dict[str, Any]], kept: int) -> list[int]:
+    """The base's output shape at the cut, known in full: the head is sized from it, and
+    the tenant's limits count the head's parameters from it. A base whose shapes the
+    inspection could not follow to the cut is refused rather than let through uncounted."""
+    if not base_summary.get("input_shape"):
+        raise SpecError(
+            "the base model's input shape could not be read from its config (it has no "
+            "single InputLayer with a batch_shape); save it with keras.Input(shape=...) first",
+            ["base"],
+        )
+    shape = rows[kept - 1].get("output_shape") if kept else base_summary["input_shape"]
+    if not shape or any(dim is None for dim in shape[1:]):
+        unknown = next(
+            (row for row in rows[:kept] if not row.get("output_shape")), rows[kept - 1]
+        )
+        raise SpecError(
+            f"the base's output shape at the cut could not be inferred (from layer "
+            f"{unknown['name']!r}, a {unknown['type']}, on the inspection cannot follow "
+            f"shapes: {shape}); cut before that layer, or upload a model whose layers "
+            "record their built input shapes (Keras 3 .keras files do)",
+            ["cut"],
+        )
+    return list(shape)
 
 
 def _joined(

@@ -151,3 +151,35 @@ def test_cut_wider_than_a_head_may_take_is_422_at_cut(
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "cut"]
     assert "cut elsewhere" in error["msg"]
+
+
+def test_a_cut_the_inspection_cannot_shape_is_refused_not_left_uncounted(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Permute has no shape rule here: a head after it could not be counted against
+    max_params, so the cut is refused (it used to pass with an empty summary)."""
+    keras.backend.clear_session()
+    model = keras.Sequential(
+        [
+            keras.Input((4, 3)),
+            keras.layers.Permute((2, 1), name="swap"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    path = tmp_path / "permute.keras"
+    model.save(path)
+    upload = client.post("/v1/models", files={"file": ("permute.keras", path.read_bytes())})
+    assert upload.status_code == 201, upload.text
+    base = {"model": upload.json()["id"]}
+
+    refused = client.post("/v1/jobs?dry_run=true", json=transfer(base, cut={"after": "swap"}))
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"][0]
+    assert detail["loc"] == ["body", "cut"]
+    assert "'swap', a Permute" in detail["msg"]
+    assert "cut before that layer" in detail["msg"]
+    # Past it, Keras recorded each layer's built input shape: counted as usual.
+    counted = client.post("/v1/jobs?dry_run=true", json=transfer(base, cut={"after": "flat"}))
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["summary"]["total"] == 12 * 2 + 2
