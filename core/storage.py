@@ -38,6 +38,8 @@ from core.settings import Settings
 CHUNK_BYTES = 1024 * 1024
 
 UploadKind = Literal["models", "datasets"]
+#: A local store's folder for copies being published from another file system.
+PUBLISH_STAGING = ".staging"
 
 
 @dataclass(frozen=True)
@@ -83,26 +85,14 @@ class ArtifactStore(ABC):
         """A private folder for one write's temporary files, removed on exit. Its name
         says which process owns it, so one killed mid-write is cleaned up later
         (:meth:`clean_staging`)."""
-        self.staging_root.mkdir(parents=True, exist_ok=True)
-        prefix = f"{_staging_prefix()}{os.getpid()}-"
-        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.staging_root))
-        try:
+        with _owned_folder(self.staging_root) as folder:
             yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def clean_staging(self) -> list[Path]:
         """Remove the staging folders of this host's processes that no longer run (killed
         in the middle of an upload or a checkpoint); the folders removed. Folders of
         running processes, and of other hosts sharing the folder, are left alone."""
-        prefix = _staging_prefix()
-        removed = []
-        for folder in self.staging_root.glob(f"{prefix}*"):
-            owner = folder.name.removeprefix(prefix).partition("-")[0]
-            if owner.isdigit() and not _running(int(owner)):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-        return removed
+        return _sweep(self.staging_root)
 
     @abstractmethod
     def uri_for(self, key: str) -> str:
@@ -147,16 +137,18 @@ class LocalStore(ArtifactStore):
         try:
             os.replace(source, final)
         except OSError:
-            # Another file system (the staging root elsewhere): copy next to the final
-            # name first, so the rename that publishes it is still atomic.
-            partial = final.with_name(f".partial-{uuid.uuid4().hex}-{final.name}")
-            try:
+            # Another file system (the staging root elsewhere): copy into the store's own
+            # staging folder first, so the rename that publishes it is still atomic; that
+            # folder is named for this process, so a copy cut short by SIGKILL is swept.
+            with _owned_folder(self.root / PUBLISH_STAGING) as folder:
+                partial = folder / final.name
                 shutil.copyfile(source, partial)
                 os.replace(partial, final)
-            finally:
-                partial.unlink(missing_ok=True)
             source.unlink(missing_ok=True)
         return StoredObject(final.as_uri(), size, digest)
+
+    def clean_staging(self) -> list[Path]:
+        return [*super().clean_staging(), *_sweep(self.root / PUBLISH_STAGING)]
 
     def local_path(self, uri: str) -> Path:
         path = self._path_of_uri(uri)
@@ -197,6 +189,31 @@ def _file_path(uri: str) -> Path:
     if parsed.scheme != "file":
         raise ValueError(f"not a file:// URI: {uri}")
     return Path(unquote(parsed.path)).resolve()
+
+
+@contextmanager
+def _owned_folder(parent: Path) -> Iterator[Path]:
+    """A new folder in ``parent`` named for this host and process, removed on exit."""
+    parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{_staging_prefix()}{os.getpid()}-"
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sweep(parent: Path) -> list[Path]:
+    """Remove the folders :func:`_owned_folder` made in ``parent`` for this host's
+    processes that no longer run; the folders removed."""
+    prefix = _staging_prefix()
+    removed = []
+    for folder in parent.glob(f"{prefix}*"):
+        owner = folder.name.removeprefix(prefix).partition("-")[0]
+        if owner.isdigit() and not _running(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _staging_prefix() -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -12,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from core.storage import LocalStore, job_key, open_store, sha256_file, upload_key
+from core.storage import (
+    PUBLISH_STAGING,
+    LocalStore,
+    job_key,
+    open_store,
+    sha256_file,
+    upload_key,
+)
 
 
 @pytest.fixture
@@ -136,3 +145,34 @@ def test_clean_staging_removes_folders_of_dead_processes_only(store: LocalStore)
         assert ours.is_dir()
     assert not abandoned.exists()
     assert other_host.is_dir()
+
+
+def test_put_from_another_file_system_publishes_whole_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """Staging on tmpfs, the store on disk: the copy is made inside the store's own
+    staging folder and renamed into place, and nothing of it stays behind."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    staging = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        store = LocalStore((tmp_path / "store").as_uri(), staging)
+        with store.staging() as folder:
+            stored = store.put(job_key(uuid.uuid4(), "model.keras"), _staged(store, folder, b"m"))
+        assert store.local_path(stored.uri).read_bytes() == b"m"
+        assert list((tmp_path / "store" / PUBLISH_STAGING).iterdir()) == []
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def test_clean_staging_sweeps_copies_cut_short_in_the_store(store: LocalStore) -> None:
+    """A worker killed while copying a checkpoint across file systems leaves its folder
+    in the store's staging folder; the next start removes it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = store.root / PUBLISH_STAGING / f"stage-{socket.gethostname()}-{dead.pid}-x"
+    abandoned.mkdir(parents=True)
+    (abandoned / "checkpoint.keras").write_bytes(b"half")
+    assert store.clean_staging() == [abandoned]
+    assert not abandoned.exists()
