@@ -559,21 +559,22 @@ def _shape(value: Any) -> Shape | None:
 def _open_h5(path: Path, what: str) -> Iterator[h5py.File]:
     try:
         handle = h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         raise InvalidUpload(f"the {what} is not a readable HDF5 file: {exc}") from exc
     with handle:
         try:
             yield handle
         except InvalidUpload:
             raise
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        # h5py raises RuntimeError too for some damage ("Link iteration failed").
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InvalidUpload(f"the {what} is damaged: {exc}") from exc
 
 
 def _keys(group: h5py.Group) -> list[str]:
     try:
         return list(group.keys())
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise InvalidUpload(f"the weights file is damaged: {exc}") from exc
 
 
@@ -589,7 +590,7 @@ def _child_group(group: h5py.Group | None, key: str) -> h5py.Group | None:
         if not isinstance(link, h5py.HardLink):
             raise InvalidUpload(f"the weights file links outside itself at {key!r}")
         child = group[key]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise InvalidUpload(f"the weights file is damaged: {exc}") from exc
     return child if isinstance(child, h5py.Group) else None
 
@@ -620,5 +621,5 @@ def _datasets(group: h5py.Group) -> Iterator[tuple[str, int]]:
                         )
                     shape = child.shape
                     yield f"{prefix}{key}", math.prod(shape) if shape is not None else 0
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 raise InvalidUpload(f"the weights file is damaged: {exc}") from exc

@@ -226,3 +226,23 @@ class TestWeightsThatReadOtherFiles:
                 group.create_virtual_dataset("stolen", layout)
         with pytest.raises(InvalidUpload, match="reads other files"):
             inspect_model_file(path, "h5", tmp_path, 1 << 30)
+
+
+def test_damaged_h5_files_are_refused_never_raised(tmp_path: Path) -> None:
+    """Bytes overwritten all through a valid .h5 model: each file is inspected or refused
+    with InvalidUpload (a 4xx), never another exception (a 500); h5py raises
+    RuntimeError("Link iteration failed") for some of them."""
+    source = _tiny(tmp_path / "tiny.h5").read_bytes()
+    damaged = tmp_path / "damaged.h5"
+    outcomes = {"accepted": 0, "refused": 0}
+    for offset in range(0, len(source), max(len(source) // 400, 1)):
+        for byte in (0x00, 0xFF):
+            data = bytearray(source)
+            data[offset : offset + 4] = bytes([byte]) * len(data[offset : offset + 4])
+            damaged.write_bytes(data)
+            try:
+                inspect_model_file(damaged, "h5", tmp_path, 1 << 30)
+                outcomes["accepted"] += 1
+            except InvalidUpload:
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > 0
