@@ -227,7 +227,17 @@ def _running(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's process
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process whose parent died too stays a zombie where PID 1 does not reap
+    (a container without an init): it answers signals, but writes nothing any more."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no procfs: trust the signal
+    return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
 #: Storage backends by URL scheme.

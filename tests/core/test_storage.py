@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -176,3 +177,20 @@ def test_clean_staging_sweeps_copies_cut_short_in_the_store(store: LocalStore) -
     (abandoned / "checkpoint.keras").write_bytes(b"half")
     assert store.clean_staging() == [abandoned]
     assert not abandoned.exists()
+
+
+def test_clean_staging_treats_a_zombie_as_dead(store: LocalStore) -> None:
+    """A pool process killed with its parent stays a zombie until PID 1 reaps it (if it
+    ever does); it answers signals but writes nothing, so its folder goes."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 60
+    while not Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].startswith(" Z"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        store.staging_root.mkdir(parents=True)
+        abandoned = store.staging_root / f"stage-{socket.gethostname()}-{child.pid}-z"
+        abandoned.mkdir()
+        assert store.clean_staging() == [abandoned]
+    finally:
+        child.wait()
