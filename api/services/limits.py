@@ -4,18 +4,16 @@ enforce when it claims a job (``worker/jobstore.py``)."""
 
 from __future__ import annotations
 
-import math
-
 from sqlalchemy.orm import Session
 
 from api.errors import LimitExceeded
 from models.kinds import kind_of
+from models.preflight import data_facts
 from models.spec import AnyJobSpec
-from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS, DatasetSpec, SplitLimit
+from models.spec.data import DatasetSpec
 from models.summary import ModelSummary
-from models.tables import Dataset, JobStatus
+from models.tables import JobStatus
 from models.tenancy import Caller, count_jobs
-from uploads.dataset_files import DatasetInfo
 
 
 def check_queue_room(session: Session, caller: Caller) -> None:
@@ -66,25 +64,5 @@ def check_job_limits(
 
 
 def training_examples(session: Session, dataset: DatasetSpec) -> int:
-    """Examples in the training split after ``classes`` and ``limit``. Built-ins carry no
-    per-class counts; their classes are balanced, so a share of them is estimated."""
-    if dataset.id is not None:
-        row = session.get(Dataset, dataset.id)
-        if row is None:  # the dry run refused unknown ids already
-            return 0
-        train = DatasetInfo.model_validate(row.info).splits.get("train")
-        total = train.n if train else 0
-        counts = train.class_counts if train else None
-        n_classes = len(counts) if counts else 0
-    else:
-        assert dataset.name is not None
-        total, counts = BUILTIN_SPLITS[dataset.name][0], None
-        n_classes = BUILTIN_DATASETS[dataset.name][1]
-    if dataset.classes is not None:
-        if counts is not None:
-            total = sum(counts.get(str(label), 0) for label in dataset.classes)
-        elif n_classes:
-            total = math.ceil(total * len(set(dataset.classes)) / n_classes)
-    cap = dataset.limit.train if isinstance(dataset.limit, SplitLimit) else dataset.limit
-    return min(total, cap) if cap is not None else total
-
+    """Examples in the training split after ``classes`` and ``limit``."""
+    return data_facts(session, dataset).n_train

@@ -12,6 +12,7 @@ from models.kinds.base import FitPlan, Inspection, JobKind, Loc, SpecError, Stag
 from models.kinds.pretrain import PretrainKind
 from models.kinds.train import TrainKind
 from models.kinds.transfer import TransferKind
+from models.preflight import preflight
 from models.spec import AnyJobSpec
 from models.tables import Dataset
 
@@ -31,7 +32,10 @@ def inspect(session: Session, spec: AnyJobSpec, tenant: str) -> Inspection:
         dataset = session.get(Dataset, spec.dataset.id)
         if dataset is None or dataset.tenant_id != tenant:
             raise SpecError(f"no uploaded dataset {spec.dataset.id}", ["dataset", "id"])
-    return kind_of(spec).inspect(session, spec, tenant)
+    kind = kind_of(spec)
+    inspection = kind.inspect(session, spec, tenant)
+    checked = preflight(session, spec, inspection.summary, kind.fit_plan(spec), kind.model_loc)
+    return Inspection(inspection.summary, [*inspection.warnings, *checked])
 
 
 __all__ = [

@@ -4,11 +4,13 @@ cuts or unusable bases are 422s pointing at the field."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -41,12 +43,42 @@ def uploaded(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> di
     return body
 
 
-def transfer(base: dict[str, str], **extra: Any) -> dict[str, Any]:
+def upload_dataset(client: TestClient, shape: tuple[int, ...], classes: int = 2) -> str:
+    """An uploaded dataset whose examples fit a base (preflight holds specs to the data)."""
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        x_train=rng.random((40, *shape), dtype=np.float32),
+        y_train=np.arange(40) % classes,
+    )
+    response = client.post("/v1/datasets", files={"file": ("data.npz", buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    dataset_id: str = response.json()["id"]
+    return dataset_id
+
+
+@pytest.fixture(scope="module")
+def six_features(client: TestClient) -> str:
+    """Examples for the module's base model (6 inputs), in two classes for HEAD."""
+    return upload_dataset(client, (6,))
+
+
+Transfer = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def transfer(six_features: str) -> Transfer:
+    """A transfer spec from ``base``, on the six-feature dataset, with ``extra`` fields."""
+    return lambda base, **extra: transfer_spec(base, {"id": six_features}, **extra)
+
+
+def transfer_spec(base: dict[str, str], dataset: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "kind": "transfer",
         "base": base,
         "head": HEAD,
-        "dataset": {"name": "digits"},
+        "dataset": dataset,
         "compile": {"loss": "sparse_categorical_crossentropy"},
         "phases": [{"trainable": "head", "epochs": 1, "optimizer": "sgd"}],
         **extra,
@@ -54,7 +86,7 @@ def transfer(base: dict[str, str], **extra: Any) -> dict[str, Any]:
 
 
 def test_dry_run_from_an_upload_counts_like_keras(
-    client: TestClient, uploaded: dict[str, Any]
+    client: TestClient, uploaded: dict[str, Any], transfer: Transfer
 ) -> None:
     response = client.post("/v1/jobs?dry_run=true", json=transfer({"model": uploaded["id"]}))
     assert response.status_code == 200, response.text
@@ -74,7 +106,9 @@ def test_dry_run_from_an_upload_counts_like_keras(
     assert summary["layers"][-1]["output_shape"] == [None, 2]
 
 
-def test_cut_after_a_named_layer(client: TestClient, uploaded: dict[str, Any]) -> None:
+def test_cut_after_a_named_layer(
+    client: TestClient, uploaded: dict[str, Any], transfer: Transfer
+) -> None:
     spec = transfer({"model": uploaded["id"]}, cut={"after": "hidden"})
     summary = client.post("/v1/jobs?dry_run=true", json=spec).json()["summary"]
     assert [row["name"] for row in summary["layers"]] == ["hidden", "head_dense_0"]
@@ -85,7 +119,11 @@ def test_cut_after_a_named_layer(client: TestClient, uploaded: dict[str, Any]) -
     [({"drop": 3}, "cannot drop 3"), ({"after": "nope"}, "no layer 'nope'")],
 )
 def test_impossible_cut_is_422_at_cut(
-    client: TestClient, uploaded: dict[str, Any], cut: dict[str, Any], message: str
+    client: TestClient,
+    uploaded: dict[str, Any],
+    cut: dict[str, Any],
+    message: str,
+    transfer: Transfer,
 ) -> None:
     response = client.post("/v1/jobs", json=transfer({"model": uploaded["id"]}, cut=cut))
     assert response.status_code == 422
@@ -94,7 +132,7 @@ def test_impossible_cut_is_422_at_cut(
     assert message in error["msg"]
 
 
-def test_base_job_must_have_succeeded(client: TestClient) -> None:
+def test_base_job_must_have_succeeded(client: TestClient, transfer: Transfer) -> None:
     queued = client.post(
         "/v1/jobs",
         json={
@@ -103,7 +141,7 @@ def test_base_job_must_have_succeeded(client: TestClient) -> None:
                 "input_shape": [8, 8],
                 "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}],
             },
-            "compile": {"loss": "mse"},
+            "compile": {"loss": "sparse_categorical_crossentropy"},
             "fit": {"epochs": 1},
         },
     ).json()
@@ -118,23 +156,33 @@ def test_base_job_must_have_succeeded(client: TestClient) -> None:
     assert unknown.status_code == 422
 
 
-def test_transfer_warnings(client: TestClient, uploaded: dict[str, Any]) -> None:
+def test_transfer_warnings(
+    client: TestClient, uploaded: dict[str, Any], transfer: Transfer
+) -> None:
     spec = transfer({"model": uploaded["id"]})
-    spec["head"] = [{"type": "Dense", "units": 1, "activation": "sigmoid"}]
     spec["phases"] = [
         {"trainable": "head", "epochs": 1, "optimizer": {"type": "SGD", "lr": 0.001}},
         {"trainable": {"top": 1}, "epochs": 1, "optimizer": {"type": "SGD", "lr": 0.01}},
     ]
     codes = {w["code"] for w in client.post("/v1/jobs?dry_run=true", json=spec).json()["warnings"]}
-    assert codes == {
-        "head_units_loss_mismatch",
-        "bn_trainable_in_frozen_base",
-        "unfreeze_lr_higher",
-    }
+    assert codes == {"bn_trainable_in_frozen_base", "unfreeze_lr_higher"}
+
+
+def test_a_head_too_narrow_for_the_classes_is_422_at_its_last_layer(
+    client: TestClient, uploaded: dict[str, Any], transfer: Transfer
+) -> None:
+    """A warning once (head_units_loss_mismatch); with the data known, a sure failure."""
+    spec = transfer({"model": uploaded["id"]})
+    spec["head"] = [{"type": "Dense", "units": 1, "activation": "sigmoid"}]
+    response = client.post("/v1/jobs?dry_run=true", json=spec)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "head", 0]
+    assert "set its units to 2" in error["msg"]
 
 
 def test_cut_wider_than_a_head_may_take_is_422_at_cut(
-    client: TestClient, tmp_path: Path
+    client: TestClient, tmp_path: Path, transfer: Transfer
 ) -> None:
     """A legitimate base whose output at the cut is wider than a spec's input may be."""
     wide = keras.Sequential(
@@ -144,9 +192,7 @@ def test_cut_wider_than_a_head_may_take_is_422_at_cut(
     wide.save(path)
     upload = client.post("/v1/models", files={"file": ("wide.keras", path.read_bytes())})
     assert upload.status_code == 201, upload.text
-    response = client.post(
-        "/v1/jobs?dry_run=true", json=transfer({"model": upload.json()["id"]})
-    )
+    response = client.post("/v1/jobs?dry_run=true", json=transfer({"model": upload.json()["id"]}))
     assert response.status_code == 422, response.text
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "cut"]
@@ -154,7 +200,7 @@ def test_cut_wider_than_a_head_may_take_is_422_at_cut(
 
 
 def test_a_cut_the_inspection_cannot_shape_is_refused_not_left_uncounted(
-    client: TestClient, tmp_path: Path
+    client: TestClient, tmp_path: Path, transfer: Transfer
 ) -> None:
     """Permute has no shape rule here: a head after it could not be counted against
     max_params, so the cut is refused (it used to pass with an empty summary)."""
@@ -180,6 +226,8 @@ def test_a_cut_the_inspection_cannot_shape_is_refused_not_left_uncounted(
     assert "'swap', a Permute" in detail["msg"]
     assert "cut before that layer" in detail["msg"]
     # Past it, Keras recorded each layer's built input shape: counted as usual.
-    counted = client.post("/v1/jobs?dry_run=true", json=transfer(base, cut={"after": "flat"}))
+    spec = transfer(base, cut={"after": "flat"})
+    spec["dataset"] = {"id": upload_dataset(client, (4, 3))}
+    counted = client.post("/v1/jobs?dry_run=true", json=spec)
     assert counted.status_code == 200, counted.text
     assert counted.json()["summary"]["total"] == 12 * 2 + 2

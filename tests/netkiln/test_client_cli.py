@@ -106,11 +106,12 @@ def test_submit_wait_follows_a_job_to_success(service: Service, tmp_path: Path) 
 
 
 def test_submit_wait_exits_1_with_the_reason(service: Service, tmp_path: Path) -> None:
-    spec = copy.deepcopy(SPEC) | {"name": "cli-bad-head"}
-    spec["model"]["layers"][-1]["units"] = 5  # 10 classes
+    # Valid against the data (preflight passes it); it cannot end within its time.
+    spec = copy.deepcopy(SPEC) | {"name": "cli-out-of-time", "max_runtime": 0.5}
+    spec["fit"] = {**spec["fit"], "epochs": 10_000}
     result = netkiln(service, "submit", str(spec_file(tmp_path, spec)), "--wait")
     assert result.exit_code == 1, (result.output, service.tail())
-    assert "failed: invalid_data:" in result.output
+    assert "failed: timeout:" in result.output
 
 
 def test_validate_prints_layers_and_totals(service: Service, tmp_path: Path) -> None:

@@ -1,0 +1,188 @@
+"""Preflight: specs sure to fail (or to train nonsense) against their data are 422s at the
+field with what to change, in the dry run and at submit, on both backends; what merely
+looks wrong is a warning with a stable code."""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.spec.examples import DIGITS_SPEC
+from tests.conftest import Backend, api_client
+
+Change = Callable[[dict[str, Any]], None]
+OUTPUT = ["model", "layers", 4]  # DIGITS_SPEC's last layer
+
+
+@pytest.fixture(scope="module")
+def client(backend: Backend) -> Iterator[TestClient]:
+    with api_client(backend.settings()) as test_client:
+        yield test_client
+
+
+def digits(change: Change) -> dict[str, Any]:
+    spec = copy.deepcopy(DIGITS_SPEC)
+    change(spec)
+    return spec
+
+
+def _set(path: str, value: Any) -> Change:
+    def change(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = spec
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return change
+
+
+def _all(*changes: Change) -> Change:
+    def change(spec: dict[str, Any]) -> None:
+        for each in changes:
+            each(spec)
+
+    return change
+
+
+def _no_flatten(shape: list[int]) -> Change:
+    def change(spec: dict[str, Any]) -> None:
+        spec["model"]["input_shape"] = shape
+        spec["model"]["layers"] = spec["model"]["layers"][1:]
+
+    return change
+
+
+REFUSED: list[tuple[str, Change, list[str | int], str]] = [
+    ("flat input", _no_flatten([64]), ["model", "input_shape"], 'put {"type": "Flatten"} first'),
+    ("wrong input", _set("model.input_shape", [28, 28]), ["model", "input_shape"], "[8, 8]"),
+    ("narrow head", _set("model.layers.4.units", 3), OUTPUT, "set its units to 10"),
+    (
+        "one-hot loss, id labels",
+        _set("compile.loss", "categorical_crossentropy"),
+        ["compile", "loss"],
+        "set dataset.one_hot to true",
+    ),
+    (
+        "sparse loss, one-hot labels",
+        _set("dataset.one_hot", True),
+        ["dataset", "one_hot"],
+        "set one_hot to false",
+    ),
+    ("mse on ten units", _set("compile.loss", "mse"), OUTPUT, "set its units to 1"),
+    (
+        "binary on ten classes",
+        _all(
+            _set("compile.loss", "binary_crossentropy"),
+            _set("model.layers.4", {"type": "Dense", "units": 1, "activation": "sigmoid"}),
+        ),
+        ["compile", "loss"],
+        "needs labels 0 and 1",
+    ),
+    ("no class 12", _set("dataset.classes", [3, 12]), ["dataset", "classes"], "no class 12"),
+    (
+        "nothing to validate on",
+        _all(_set("dataset.limit", 1), _set("fit.validation_split", 0.5)),
+        ["fit", "validation_split"],
+        "each needs at least one",
+    ),
+    (
+        "monitor not logged",
+        _all(
+            _set("fit.validation_split", 0.1),
+            _set("fit.early_stopping", {"monitor": "val_auc"}),
+        ),
+        ["fit", "early_stopping", "monitor"],
+        "'val_auc' is not logged",
+    ),
+    (
+        "val_ monitor, no validation",
+        _all(
+            _set("fit.validation_split", 0.0),
+            _set("fit.early_stopping", {"monitor": "val_loss"}),
+        ),
+        ["fit", "early_stopping", "monitor"],
+        "set fit.validation_split",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "loc", "hint"), REFUSED, ids=[c[0] for c in REFUSED])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "submit"])
+def test_doomed_spec_is_422_at_the_field_with_the_fix(
+    client: TestClient,
+    case: str,
+    change: Change,
+    loc: list[str | int],
+    hint: str,
+    dry_run: bool,
+) -> None:
+    response = client.post("/v1/jobs", params={"dry_run": dry_run}, json=digits(change))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", *loc], error
+    assert hint in error["msg"], error
+
+
+def test_a_spec_the_data_fits_passes_without_preflight_warnings(client: TestClient) -> None:
+    spec = digits(
+        _all(_set("fit.validation_split", 0.1), _set("fit.early_stopping", {"monitor": "val_loss"}))
+    )
+    response = client.post("/v1/jobs?dry_run=true", json=spec)
+    assert response.status_code == 200, response.text
+    assert response.json()["warnings"] == []
+
+
+def test_selected_classes_size_the_head(client: TestClient) -> None:
+    """Géron's task B: two classes relabelled 0 and 1 make a 2-unit softmax right."""
+    spec = digits(
+        _all(
+            _set("dataset.classes", [5, 6]),
+            _set("dataset.relabel", {"5": 0, "6": 1}),
+            _set("model.layers.4.units", 2),
+        )
+    )
+    assert client.post("/v1/jobs?dry_run=true", json=spec).status_code == 200
+    too_narrow = digits(_all(_set("dataset.classes", [5, 6, 7]), _set("model.layers.4.units", 2)))
+    response = client.post("/v1/jobs?dry_run=true", json=too_narrow)
+    assert response.status_code == 422
+    assert "3 classes" in response.json()["detail"][0]["msg"]
+
+
+def test_suspicious_choices_are_warnings_with_stable_codes(client: TestClient) -> None:
+    regression = digits(_all(_set("compile.loss", "mse"), _set("model.layers.4.units", 1)))
+    wide = digits(_set("model.layers.4.units", 12))
+    codes = {
+        w["code"]
+        for spec in (regression, wide)
+        for w in client.post("/v1/jobs?dry_run=true", json=spec).json()["warnings"]
+    }
+    assert codes == {"regression_on_class_ids", "unused_outputs"}
+
+
+def test_uploaded_float_targets_refuse_a_classification_loss(client: TestClient) -> None:
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=rng.random((30, 3), dtype=np.float32), y_train=rng.random(30))
+    upload = client.post("/v1/datasets", files={"file": ("values.npz", buffer.getvalue())})
+    assert upload.status_code == 201, upload.text
+    spec = {
+        "dataset": {"id": upload.json()["id"], "preprocessing": "none"},
+        "model": {"input_shape": [3], "layers": [{"type": "Dense", "units": 1}]},
+        "compile": {"loss": "sparse_categorical_crossentropy"},
+        "fit": {"epochs": 1},
+    }
+    refused = client.post("/v1/jobs?dry_run=true", json=spec)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "compile", "loss"]
+    spec["compile"] = {"loss": "mse"}
+    assert client.post("/v1/jobs?dry_run=true", json=spec).status_code == 200
