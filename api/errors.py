@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -170,7 +172,10 @@ async def request_validation_handler(_: Request, exc: Exception) -> JSONResponse
     (Python's JSON parser accepts them) are spelled as strings instead of failing the
     response with a 500."""
     assert isinstance(exc, RequestValidationError)
-    errors = [{**error, "loc": _without_kind_tag(error["loc"])} for error in exc.errors()]
+    errors = [
+        {**error, "loc": _without_branches(_without_kind_tag(error["loc"]))}
+        for error in _meant_branches(exc.errors())
+    ]
     detail = jsonable_encoder(errors, custom_encoder={float: _finite_or_str})
     return JSONResponse(status_code=422, content={"detail": detail})
 
@@ -185,6 +190,52 @@ def _without_kind_tag(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     if len(loc) > 1 and loc[0] == "body" and loc[1] in JOB_KINDS:
         return (loc[0], *loc[2:])
     return loc
+
+
+#: The names pydantic gives the branches of a union in an error's path, e.g.
+#: ``constrained-float`` or ``tagged-union[PowerSchedule,…]``: none is a spec field.
+_BRANCH = re.compile(r"^(?:[a-z]+-[a-z]+(?:\[.*\])?|(?:tagged-)?union\[.*\]|[a-z]+\[.*\])$")
+#: Error types that only say "this input is not of that branch's type".
+_WRONG_BRANCH = frozenset(
+    {
+        "float_type",
+        "int_type",
+        "bool_type",
+        "string_type",
+        "list_type",
+        "dict_type",
+        "model_type",
+        "model_attributes_type",
+        "float_parsing",
+        "int_parsing",
+    }
+)
+
+
+def _meant_branches(errors: Sequence[Any]) -> list[Any]:
+    """For a field whose value may take several forms (a number or a schedule object),
+    pydantic reports every form's complaint; keep those of the form the client sent, by
+    dropping "not of this type" errors where another form of the same field has others."""
+    by_field: dict[tuple[Any, ...], list[Any]] = {}
+    for error in errors:
+        by_field.setdefault(_field_of(error["loc"]), []).append(error)
+    kept = []
+    for group in by_field.values():
+        meant = [error for error in group if error["type"] not in _WRONG_BRANCH]
+        kept += meant if meant and len(meant) < len(group) else group
+    return kept
+
+
+def _field_of(loc: Sequence[Any]) -> tuple[Any, ...]:
+    """The path up to the first union branch (the field that holds the union)."""
+    for index, part in enumerate(loc):
+        if isinstance(part, str) and _BRANCH.match(part):
+            return tuple(loc[:index])
+    return tuple(loc)
+
+
+def _without_branches(loc: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(part for part in loc if not (isinstance(part, str) and _BRANCH.match(part)))
 
 
 def _finite_or_str(value: float) -> float | str:

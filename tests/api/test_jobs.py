@@ -311,6 +311,26 @@ class TestValidation:
         assert api.job_count() == jobs_before
         assert len(api.enqueued_job_ids()) == enqueued_before
 
+    def test_a_union_field_reports_the_form_that_was_sent_at_its_own_path(
+        self, api: Api
+    ) -> None:
+        """learning_rate is a number or a schedule: a number out of range gets one error
+        at learning_rate, not pydantic's branch names and the schedule's complaints too."""
+        lr = ["body", "compile", "optimizer", "SGD", "learning_rate"]
+        too_high = mutated(set_in(("compile", "optimizer", "learning_rate"), 100))
+        [error] = api.submit(too_high).json()["detail"]
+        assert error["loc"] == lr
+        assert error["msg"] == "Input should be less than or equal to 10"
+        schedule = {"type": "exponential", "decay_steps": -1}
+        bad_schedule = mutated(set_in(("compile", "optimizer", "learning_rate"), schedule))
+        errors = api.submit(bad_schedule).json()["detail"]
+        assert {tuple(e["loc"]) for e in errors} == {
+            (*lr, "exponential", "initial_learning_rate"),
+            (*lr, "exponential", "steps"),
+            (*lr, "exponential", "decay_steps"),
+        }
+        assert all("[" not in str(part) for e in errors for part in e["loc"])
+
     @pytest.mark.parametrize("value", [math.nan, math.inf])
     def test_non_finite_numbers_are_422_not_stored_as_null(self, api: Api, value: float) -> None:
         # Python's JSON parser accepts NaN and Infinity; JSON columns cannot store them.
