@@ -46,6 +46,8 @@ SpecArgument = Annotated[
 JobIdArgument = Annotated[str, typer.Argument(help="A job id.")]
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+#: Warnings the worker adds to a job that ended (worker/outcomes.py).
+OUTCOME_WARNINGS = {"no_better_than_chance", "loss_diverged"}
 #: How often ``submit --wait`` reads the job for its batch progress.
 POLL_SECONDS = 0.5
 #: After the event stream ended, how long to wait for a status read to show the end.
@@ -114,6 +116,10 @@ def _outcome(job: dict[str, Any]) -> int:
         console.print(
             f"{job['id']} {_status(status)}" + (f"  test: {_metrics(test)}" if test else "")
         )
+        # Succeeded is not the same as learned: outcome warnings say when it did not.
+        for warning in job.get("warnings", []):
+            if warning["code"] in OUTCOME_WARNINGS:
+                console.print(f"[yellow]warning[/yellow] {warning['code']}: {warning['message']}")
         return 0
     error = job.get("error")
     reason = f"{error['code']}: {error['message']}" if error else "cancelled"

@@ -21,6 +21,7 @@ from models.limits import Limits
 from models.tables import Artifact, ArtifactFormat, EpochMetrics, Job, JobStatus, Tenant, utcnow
 from models.tenancy import count_jobs
 from worker.errors import JobError
+from worker.outcomes import judge
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +150,24 @@ class JobStore:
             add_event(session, self.job_id, "log", {"level": level, "message": message})
 
     def succeed(
-        self, test_metrics: Mapping[str, float], artifacts: Mapping[ArtifactFormat, StoredObject]
+        self,
+        test_metrics: Mapping[str, float],
+        artifacts: Mapping[ArtifactFormat, StoredObject],
+        chance: float | None = None,
     ) -> None:
+        """``chance``: the accuracy of always answering the most common class, for the
+        outcome warnings (``worker/outcomes.py``); None where the targets are no classes."""
         with self._owned() as (session, job):
             self._replace_artifacts(session, artifacts)
             job.test_metrics = dict(test_metrics)
+            epochs = session.scalars(
+                select(EpochMetrics.values)
+                .where(EpochMetrics.job_id == self.job_id)
+                .order_by(EpochMetrics.epoch)
+            ).all()
+            outcome = judge(epochs, test_metrics, chance)
+            if outcome:
+                job.warnings = [*job.warnings, *outcome]
             self._end(session, job, JobStatus.SUCCEEDED)
 
     def fail(self, error: JobError) -> None:

@@ -58,7 +58,9 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
             result = train(spec, store, control, artifacts, resolver, resume)
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
-            store.succeed(result.test_metrics, artifacts.save_model(result.model))
+            store.succeed(
+                result.test_metrics, artifacts.save_model(result.model), result.chance
+            )
             del result  # its model holds the job's graphs, which the teardown below frees
     except LostOwnership:
         log.warning("job %s: re-queued to another attempt; dropping this one", job_id)

@@ -22,6 +22,7 @@ from worker.data import load_dataset
 from worker.errors import JobError
 from worker.jobstore import JobStore
 from worker.kinds import BuildContext, build_for
+from worker.outcomes import chance_accuracy
 from worker.resolve import Resolver
 
 
@@ -37,6 +38,8 @@ class Resume:
 class TrainResult:
     model: keras.Model
     test_metrics: dict[str, float]
+    #: Accuracy of always answering the most common class; None where targets are no classes.
+    chance: float | None = None
 
 
 class ProgressCallback(keras.callbacks.Callback):
@@ -182,10 +185,12 @@ def train(
             # Keras checks shapes and dtypes up front and says what is wrong in a ValueError.
             raise JobError("invalid_data", f"the data does not fit the model: {exc}") from exc
         start = end
+    judged_on = data.y_test if len(data.y_test) else data.y_train
+    chance = None if fit_plan.reconstruct else chance_accuracy(judged_on, data.n_classes)
     test_metrics: dict[str, float] = {}
     if len(x_test):
         evaluation = model.evaluate(
             x_test, y_test, batch_size=spec.batch_size, return_dict=True, verbose=0
         )
         test_metrics = {key: float(value) for key, value in evaluation.items()}
-    return TrainResult(built.export(model), test_metrics)
+    return TrainResult(built.export(model), test_metrics, chance)

@@ -313,6 +313,17 @@
       $("d-error-message").textContent = job.error.message;
     }
 
+    // Spec warnings, and outcome warnings (no_better_than_chance, loss_diverged).
+    const warnings = job.warnings || [];
+    $("d-warnings").replaceChildren(
+      ...warnings.map((w) => {
+        const item = el("li");
+        item.append(el("strong", "", w.code), ` ${w.message}`);
+        return item;
+      }),
+    );
+    $("d-warnings").hidden = warnings.length === 0;
+
     const artifacts = new Map((job.artifacts || []).map((a) => [a.format, a]));
     let anyDownload = false;
     for (const link of $("d-downloads").querySelectorAll("a[data-format]")) {
