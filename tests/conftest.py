@@ -148,7 +148,7 @@ def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     without a network. Each class is a distinct bright square, so a small net learns it."""
     home = tmp_path_factory.mktemp("keras_home")
     rng = np.random.default_rng(0)
-    from worker.data import IDX_FILES, IDX_SOURCES
+    from models.spec.data import IDX_FILES, IDX_SOURCES
 
     for subdir, _ in IDX_SOURCES.values():
         folder = home / subdir

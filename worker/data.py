@@ -20,23 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.spec import DatasetSpec
+from models.spec.data import IDX_FILES, IDX_SOURCES, keras_home
 from worker.errors import JobError
-
-IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte.gz",
-    "y_train": "train-labels-idx1-ubyte.gz",
-    "x_test": "t10k-images-idx3-ubyte.gz",
-    "y_test": "t10k-labels-idx1-ubyte.gz",
-}
-
-#: name → (cache folder under $KERAS_HOME, download base URL). Fashion-MNIST shares Keras's.
-IDX_SOURCES = {
-    "fashion_mnist": (
-        "datasets/fashion-mnist",
-        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
-    ),
-    "mnist": ("datasets/mnist-idx", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-}
 
 
 @dataclass(frozen=True)
@@ -84,10 +69,24 @@ def read_idx(path: str | Path) -> NDArray[np.uint8]:
 def load_idx_dataset(name: str) -> RawDataset:
     cache_subdir, origin = IDX_SOURCES[name]
     arrays = {
-        key: read_idx(keras.utils.get_file(fname, origin=origin + fname, cache_subdir=cache_subdir))
+        key: read_idx(_cached_file(name, fname, origin, cache_subdir))
         for key, fname in IDX_FILES.items()
     }
     return RawDataset(**arrays, value_max=255.0)
+
+
+def _cached_file(name: str, fname: str, origin: str, cache_subdir: str) -> str:
+    try:
+        path: str = keras.utils.get_file(fname, origin=origin + fname, cache_subdir=cache_subdir)
+    except Exception as exc:  # Keras wraps URL and HTTP errors in a bare Exception
+        folder = keras_home() / cache_subdir
+        raise JobError(
+            "dataset_unavailable",
+            f"{name} is not in this worker's Keras cache ({folder}) and could not be "
+            f"downloaded from {origin} ({exc}); copy its four IDX files "
+            f"({', '.join(IDX_FILES.values())}) there, or let the worker reach the internet",
+        ) from exc
+    return path
 
 
 def load_digits() -> RawDataset:

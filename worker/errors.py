@@ -15,6 +15,8 @@ ErrorCode = Literal[
     "worker_lost",
     # The pool process died running the job (a crash in the backend) in every attempt.
     "worker_crashed",
+    # A built-in dataset neither in the worker's Keras cache nor downloadable from it.
+    "dataset_unavailable",
     "internal",
 ]
 

@@ -10,7 +10,7 @@ from api.services.uploads import ZIP_MAGIC, magic, publish, refusals, stage, upl
 from api.upload_schemas import DatasetOut
 from core.settings import Settings
 from core.storage import ArtifactStore
-from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS
+from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS, cached_here
 from models.tables import Dataset
 from models.tenancy import Caller
 from uploads.archives import InvalidUpload, expanded_limit, hash_file
@@ -53,6 +53,7 @@ def builtin(name: str) -> DatasetOut:
         sha256=None,
         created_at=None,
         classes=classes,
+        cached=cached_here(name),
         info=DatasetInfo(splits=splits),
         links={"self": f"/v1/datasets/{name}"},
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -24,6 +26,35 @@ BUILTIN_SPLITS: dict[str, tuple[int, int, str, str]] = {
 }
 
 DatasetName = Literal["digits", "mnist", "fashion_mnist"]
+
+#: Built-ins a worker reads through Keras's download cache (digits comes with scikit-learn):
+#: name → (folder under $KERAS_HOME, download base URL). Fashion-MNIST shares Keras's.
+IDX_SOURCES: dict[str, tuple[str, str]] = {
+    "fashion_mnist": (
+        "datasets/fashion-mnist",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    ),
+    "mnist": ("datasets/mnist-idx", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+}
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def keras_home() -> Path:
+    """Where Keras keeps its cache (``$KERAS_HOME``, else ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
+def cached_here(name: str) -> bool:
+    """Whether this host can load built-in ``name`` without a download."""
+    if name not in IDX_SOURCES:
+        return True
+    folder = keras_home() / IDX_SOURCES[name][0]
+    return all((folder / filename).is_file() for filename in IDX_FILES.values())
 
 
 class SplitLimit(StrictModel):

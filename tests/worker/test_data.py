@@ -20,8 +20,9 @@ from keras.src.backend import config as keras_config
 from keras.src.utils import file_utils
 
 from models.spec import DatasetSpec
+from models.spec.data import IDX_FILES, IDX_SOURCES, cached_here
 from tests.conftest import write_idx
-from worker.data import IDX_FILES, IDX_SOURCES, Dataset, load_dataset, read_idx
+from worker.data import Dataset, load_dataset, read_idx
 from worker.errors import JobError
 
 
@@ -130,6 +131,24 @@ class TestIdxDatasets:
         np.testing.assert_array_equal(data.x_test, read_idx(folder / IDX_FILES["x_test"]))
         np.testing.assert_array_equal(data.y_test, read_idx(folder / IDX_FILES["y_test"]))
         assert data.n_classes == 10
+
+    def test_a_built_in_neither_cached_nor_downloadable_says_where_to_put_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An offline worker: Keras's own download fails (here: a refused local port) and
+        the job ends dataset_unavailable with the folder to copy the files to."""
+        empty = tmp_path / "keras_home"
+        monkeypatch.setenv("KERAS_HOME", str(empty))
+        monkeypatch.setattr(keras_config, "_KERAS_DIR", str(empty))
+        folder, _ = IDX_SOURCES["mnist"]
+        monkeypatch.setitem(IDX_SOURCES, "mnist", (folder, "http://127.0.0.1:9/"))
+        with pytest.raises(JobError) as raised:
+            load("mnist")
+        assert raised.value.code == "dataset_unavailable"
+        assert str(empty / folder) in raised.value.message
+        assert IDX_FILES["x_train"] in raised.value.message
+        assert not cached_here("mnist")
+        assert cached_here("digits")
 
     def test_mnist_and_fashion_mnist_are_different_folders(self, keras_cache: Path) -> None:
         assert not np.array_equal(load("mnist").x_train, load("fashion_mnist").x_train)
