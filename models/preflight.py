@@ -167,14 +167,14 @@ def _examples_left(flight: Flight) -> Iterator[SpecWarning]:
             f"the selection leaves no training examples of {flight.facts.what}",
             ["dataset", "limit" if flight.spec.dataset.limit is not None else "classes"],
         )
-    split = flight.spec.fit.validation_split
-    # Keras keeps the first floor(n × (1 − split)) examples for training.
-    kept = math.floor(n * (1 - split))
-    if split and (kept == 0 or kept == n):
+    fit = flight.spec.fit
+    kept, held = fit.split_counts(n)
+    if fit.validates and (kept == 0 or held == 0):
+        field = "validation" if fit.validation is not None else "validation_split"
         raise SpecError(
-            f"validation_split {split} of {n} training examples leaves "
-            f"{kept} to train on and {n - kept} to validate on; each needs at least one",
-            ["fit", "validation_split"],
+            f"{field} of {n} training examples leaves {kept} to train on and {held} to "
+            "validate on; each needs at least one",
+            ["fit", field],
         )
     yield from ()
 
@@ -271,10 +271,10 @@ def _monitor_is_logged(flight: Flight) -> Iterator[SpecWarning]:
             "when it validates); monitor one of them or add the metric to compile.metrics",
             loc,
         )
-    if early.monitor.startswith("val_") and not flight.spec.fit.validation_split:
+    if early.monitor.startswith("val_") and not flight.spec.fit.validates:
         raise SpecError(
-            f"{early.monitor} needs validation data: set fit.validation_split (e.g. 0.1), "
-            f"or monitor {name}",
+            f"{early.monitor} needs validation data: set fit.validation_split (e.g. 0.1) or "
+            f"fit.validation, or monitor {name}",
             loc,
         )
     yield from ()

@@ -148,6 +148,11 @@ def train(
     x_train, x_test = data.x_train, data.x_test
     y_train, y_test = (x_train, x_test) if fit_plan.reconstruct else (data.y_train, data.y_test)
 
+    # Held-out validation examples by position (fit.validation), fixed for every stage.
+    fitted, held = spec.fit.held_out(len(x_train))
+    validation_data = None if held is None else (x_train[held], y_train[held])
+    x_train, y_train = x_train[fitted], y_train[fitted]
+
     done = resume.epoch if resume else 0
     start = 0
     for index, stage in enumerate(fit_plan.stages):
@@ -177,6 +182,7 @@ def train(
                 initial_epoch=max(start, done),
                 batch_size=spec.batch_size,
                 validation_split=spec.fit.validation_split,
+                validation_data=validation_data,
                 shuffle=spec.fit.shuffle,
                 callbacks=callbacks,
                 verbose=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -53,10 +54,58 @@ class EarlyStoppingSpec(StrictModel):
     restore_best_weights: bool = True
 
 
-class FitSpec(StrictModel):
+class HeldOut(StrictModel):
+    """Validation examples held out of the training split by position, as Géron holds out
+    the first 5,000 Fashion-MNIST images (``validation_split`` takes the last fraction)."""
+
+    take: Literal["first", "last"] = "first"
+    examples: int = Field(gt=0, le=100_000_000)
+
+
+class ValidationChoice(StrictModel):
+    """How a fit holds out validation data: a fraction from the end (Keras's
+    ``validation_split``), or a number of examples from either end (``validation``)."""
+
+    validation_split: float = Field(default=0.0, ge=0, lt=1)
+    validation: HeldOut | None = Field(
+        default=None,
+        description='e.g. {"take": "first", "examples": 5000}; not with validation_split.',
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ValidationChoice:
+        if self.validation is not None and self.validation_split:
+            raise ValueError("give validation_split or validation, not both")
+        return self
+
+    @property
+    def validates(self) -> bool:
+        return bool(self.validation_split) or self.validation is not None
+
+    def held_out(self, n: int) -> tuple[slice, slice | None]:
+        """The rows of ``n`` training examples that train, and those that validate
+        (None: Keras's validation_split, or no validation)."""
+        if self.validation is None:
+            return slice(0, n), None
+        k = min(self.validation.examples, n)
+        if self.validation.take == "first":
+            return slice(k, n), slice(0, k)
+        return slice(0, n - k), slice(n - k, n)
+
+    def split_counts(self, n: int) -> tuple[int, int]:
+        """(examples trained on, examples validated on) of ``n``."""
+        if self.validation is not None:
+            train, held = self.held_out(n)
+            assert held is not None
+            return train.stop - train.start, held.stop - held.start
+        # Keras keeps the first floor(n × (1 − split)) examples for training.
+        kept = math.floor(n * (1 - self.validation_split))
+        return kept, n - kept
+
+
+class FitSpec(ValidationChoice):
     epochs: int = Field(gt=0, le=10_000)
     batch_size: int = Field(default=32, gt=0, le=65_536)
-    validation_split: float = Field(default=0.0, ge=0, lt=1)
     shuffle: bool = True
     early_stopping: EarlyStoppingSpec | None = None
 

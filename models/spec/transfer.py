@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from models.spec.base import MAX_LAYERS, ActivationName, LossName, MetricName, StrictModel
-from models.spec.job import JobSpecBase, ModelSpec, default_optimizer
+from models.spec.job import JobSpecBase, ModelSpec, ValidationChoice, default_optimizer
 from models.spec.layers import (
     Dense,
     Flatten,
@@ -97,9 +97,8 @@ class TransferCompileSpec(StrictModel):
     metrics: list[MetricName] = Field(default_factory=list, max_length=16)
 
 
-class TransferFitSpec(StrictModel):
+class TransferFitSpec(ValidationChoice):
     batch_size: int = Field(default=32, gt=0, le=65_536)
-    validation_split: float = Field(default=0.0, ge=0, lt=1)
     shuffle: bool = True
 
 
@@ -140,10 +139,9 @@ class PretrainCompileSpec(StrictModel):
     metrics: list[MetricName] = Field(default_factory=list, max_length=16)
 
 
-class PretrainFitSpec(StrictModel):
+class PretrainFitSpec(ValidationChoice):
     epochs: int = Field(gt=0, le=10_000)
     batch_size: int = Field(default=32, gt=0, le=65_536)
-    validation_split: float = Field(default=0.0, ge=0, lt=1)
     shuffle: bool = True
 
 

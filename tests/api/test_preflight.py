@@ -96,6 +96,15 @@ REFUSED: list[tuple[str, Change, list[str | int], str]] = [
         "each needs at least one",
     ),
     (
+        "everything held out",
+        _all(
+            _set("fit.validation_split", 0.0),
+            _set("fit.validation", {"take": "first", "examples": 5000}),
+        ),
+        ["fit", "validation"],
+        "leaves 0 to train on",
+    ),
+    (
         "monitor not logged",
         _all(
             _set("fit.validation_split", 0.1),

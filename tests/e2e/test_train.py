@@ -175,3 +175,27 @@ def test_idx_dataset_through_keras_cache(service: Service) -> None:
     # 200 training images of 10 distinct synthetic patterns: the net must beat chance.
     assert job["test_metrics"]["accuracy"] > 0.3
     assert job["params"]["total"] == 28 * 28 * 16 + 16 + 16 * 10 + 10
+
+
+def test_validation_held_out_from_the_first_examples(service: Service, tmp_path: Path) -> None:
+    """fit.validation takes the first examples (Géron's X_train_full[:5000]): the epochs
+    train on the rest, and the last epoch's val_ metrics are the trained model's on those
+    first examples."""
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "held-out-first"}
+    spec["fit"] = {"epochs": 2, "batch_size": 32, "validation": {"take": "first", "examples": 437}}
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        job = service.wait_for(job_id)
+        assert job["status"] == "succeeded", (job, service.tail())
+        assert job["progress"]["steps_per_epoch"] == 32  # 1,000 left to train, by 32
+        last = client.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"][-1]["values"]
+        path = tmp_path / "held-out.keras"
+        path.write_bytes(client.get(f"/v1/jobs/{job_id}/model").content)
+    data = load_dataset(DatasetSpec.model_validate(spec["dataset"]))
+    model = keras.models.load_model(path)
+    held = model.evaluate(
+        data.x_train[:437], data.y_train[:437], batch_size=32, return_dict=True, verbose=0
+    )
+    assert held["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
+    assert held["accuracy"] == pytest.approx(last["val_accuracy"], abs=1e-6)
+    assert job["warnings"] == []  # it learned: no outcome warning
