@@ -199,3 +199,23 @@ def test_validation_held_out_from_the_first_examples(service: Service, tmp_path:
     assert held["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
     assert held["accuracy"] == pytest.approx(last["val_accuracy"], abs=1e-6)
     assert job["warnings"] == []  # it learned: no outcome warning
+
+
+def test_a_job_that_learned_nothing_succeeds_with_a_warning(service: Service) -> None:
+    """All-zero kernels under ReLU (the chapter's symmetry trap): no gradient reaches a
+    kernel, only the output bias learns the class frequencies, and the job ends at chance.
+    It did what it was asked, so it succeeds, and says it learned nothing."""
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "zeros-at-chance"}
+    zeros = {"activation": "relu", "kernel_initializer": "zeros"}
+    spec["model"]["layers"] = [
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 32, **zeros},
+        {"type": "Dense", "units": 10, "activation": "softmax", "kernel_initializer": "zeros"},
+    ]
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    job = service.wait_for(job_id)
+    assert job["status"] == "succeeded", (job, service.tail())
+    [warning] = job["warnings"]
+    assert warning["code"] == "no_better_than_chance", job
+    assert job["test_metrics"]["accuracy"] < 0.2
