@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.documents import job_document, values_of
 from models.spec.lint import SpecWarning
-from models.summary import ModelSummary
+from models.summary import DataSizes, ModelSummary
 from models.tables import Artifact, Job, JobStatus
 
 
@@ -114,6 +114,7 @@ class DryRunOut(BaseModel):
 
     spec: dict[str, Any] = Field(description="The spec with every default filled in.")
     summary: ModelSummary = Field(description="Layers, shapes and parameter counts.")
+    data: DataSizes = Field(description="Examples to train, validate and test on.")
     warnings: list[SpecWarning]
 
 

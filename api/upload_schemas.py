@@ -56,7 +56,7 @@ class DatasetOut(BaseModel):
     sha256: str | None = Field(description="Of the stored .npz.")
     created_at: datetime | None
     classes: int | None = Field(description="Distinct class ids; null for float targets.")
-    cached: bool | None = Field(
+    available: bool | None = Field(
         default=None,
         description="Built-ins: whether this API host can read it without a download "
         "(digits always; MNIST and Fashion-MNIST once in $KERAS_HOME). Workers on other "

@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         "ended at once, failed with resource_limit (not retried). Unset: 75% of the "
         "machine's memory; 0: no ceiling.",
     )
+    datasets_mirror: str | None = Field(
+        default=None,
+        description="A base URL that serves the built-ins' IDX files under their standard "
+        "names (an internal mirror), used instead of their public origins when a worker's "
+        "Keras cache lacks them.",
+    )
+    dataset_download_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a built-in's download may stall."
+    )
     stop_grace: float = Field(
         default=10.0,
         gt=0,

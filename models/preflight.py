@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
 from models.kinds.base import FitPlan, Loc, SpecError
 from models.spec import AnyJobSpec
-from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS, DatasetSpec, SplitLimit
+from models.spec.data import BUILTIN_DATASETS, BUILTIN_SPLITS, DatasetSpec
 from models.spec.lint import SpecWarning
-from models.summary import ModelSummary
+from models.summary import DataSizes, ModelSummary
 from models.tables import Dataset
 
 #: Losses that read labels as class ids, or as one-hot rows of class ids.
@@ -37,6 +38,7 @@ class DataFacts:
     what: str  # for messages: "digits", "uploaded dataset 3f1c…"
     example_shape: tuple[int, ...]
     n_train: int
+    n_test: int
     #: The original class ids present; None where the targets are not class ids.
     classes: tuple[int, ...] | None
     #: Targets given as rows (one-hot or several values per example): their width.
@@ -49,34 +51,50 @@ class DataFacts:
 
 def data_facts(session: Session, dataset: DatasetSpec) -> DataFacts:
     """The facts of ``dataset`` (an upload the caller may use: ``kinds.inspect`` checked)."""
-    counts: dict[str, int] | None
     if dataset.id is not None:
         row = session.get(Dataset, dataset.id)
         if row is None:
             raise SpecError(f"no uploaded dataset {dataset.id}", ["dataset", "id"])
-        # The upload inspection's SplitInfo, as stored (uploads/dataset_files.py).
-        train = row.info["splits"]["train"]
+        # The upload inspection's SplitInfo per split, as stored (uploads/dataset_files.py).
+        splits = row.info["splits"]
+        train = splits["train"]
         what = f"uploaded dataset {dataset.id}"
         shape = tuple(train["x_shape"][1:])
-        total, counts = train["n"], train.get("class_counts")
+        sizes = {name: (split["n"], split.get("class_counts")) for name, split in splits.items()}
         y_shape = train.get("y_shape") or []
         width = y_shape[1] if len(y_shape) == 2 else None
+        counts = train.get("class_counts")
         classes = tuple(sorted(int(label) for label in counts)) if counts else None
     else:
         assert dataset.name is not None
         what = dataset.name
-        example_shape, n_classes = BUILTIN_DATASETS[dataset.name]
-        shape, total, counts, width = example_shape, BUILTIN_SPLITS[dataset.name][0], None, None
-        classes = tuple(range(n_classes))
+        shape, n_classes = BUILTIN_DATASETS[dataset.name]
+        n_train, n_test = BUILTIN_SPLITS[dataset.name][:2]
+        sizes = {"train": (n_train, None), "test": (n_test, None)}
+        width, classes = None, tuple(range(n_classes))
+    n = {
+        split: _selected(dataset, split, *sizes[split], classes) if split in sizes else 0
+        for split in ("train", "test")
+    }
+    return DataFacts(what, shape, n["train"], n["test"], classes, width)
+
+
+def _selected(
+    dataset: DatasetSpec,
+    split: Literal["train", "test"],
+    total: int,
+    counts: dict[str, int] | None,
+    classes: tuple[int, ...] | None,
+) -> int:
+    """Examples of a split after ``classes`` and ``limit``."""
     if dataset.classes is not None and classes:
         if counts is not None:
             total = sum(counts.get(str(label), 0) for label in dataset.classes)
         else:  # built-ins carry no per-class counts; their classes are balanced
             kept = len(set(dataset.classes) & set(classes))
             total = math.ceil(total * kept / len(classes))
-    cap = dataset.limit.train if isinstance(dataset.limit, SplitLimit) else dataset.limit
-    n_train = min(total, cap) if cap is not None else total
-    return DataFacts(what, shape, n_train, classes, width)
+    cap = dataset.split_limit(split)
+    return min(total, cap) if cap is not None else total
 
 
 @dataclass(frozen=True)
@@ -208,7 +226,7 @@ def _targets_match_loss(flight: Flight) -> Iterator[SpecWarning]:
         if classes > 2 and not one_hot:
             raise SpecError(
                 f"binary_crossentropy needs labels 0 and 1, and these are {classes} classes; "
-                f'use sparse_categorical_crossentropy with a {classes}-unit softmax, or keep '
+                f"use sparse_categorical_crossentropy with a {classes}-unit softmax, or keep "
                 "two classes (dataset.classes)",
                 loss_loc,
             )
@@ -293,16 +311,27 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What a spec the data accepts will train on, and what looks wrong about it."""
+
+    sizes: DataSizes
+    warnings: list[SpecWarning]
+
+
 def preflight(
     session: Session, spec: AnyJobSpec, summary: ModelSummary, plan: FitPlan, model_loc: Loc
-) -> list[SpecWarning]:
-    """The warnings of a spec the data will accept; :class:`SpecError` for one it will not."""
+) -> Preflight:
+    """:class:`SpecError` for a spec the data will not accept."""
     flight = Flight(spec, summary, plan, data_facts(session, spec.dataset), model_loc)
-    return [warning for rule in RULES for warning in rule(flight)]
+    warnings = [warning for rule in RULES for warning in rule(flight)]
+    train, validation = spec.fit.split_counts(flight.facts.n_train)
+    return Preflight(
+        DataSizes(train=train, validation=validation, test=flight.facts.n_test), warnings
+    )
 
 
 def _span(classes: tuple[int, ...]) -> str:
     if classes and list(classes) == list(range(classes[0], classes[-1] + 1)):
         return f"{classes[0]}–{classes[-1]}"
     return ", ".join(map(str, classes[:20])) + (" …" if len(classes) > 20 else "")
-

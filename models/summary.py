@@ -132,3 +132,12 @@ def _add_row(
         )
     )
     return effect.output_shape
+
+
+class DataSizes(StrictModel):
+    """The examples a job will use, after ``classes``, ``limit`` and the validation split
+    (built-ins with ``classes``: estimated from their balanced classes)."""
+
+    train: int = Field(description="Examples the epochs train on.")
+    validation: int = Field(description="Examples held out to validate on (0: none).")
+    test: int = Field(description="Examples of the test split the job is evaluated on.")

@@ -21,11 +21,13 @@ from core.settings import Settings, get_settings
 from netkiln.admin_cli import ensure_local_key
 from netkiln.admin_cli import register as register_admin_commands
 from netkiln.client_cli import register as register_client_commands
+from netkiln.datasets_cli import datasets_app
 from netkiln.logs import configure_logging, redact
 
 app = typer.Typer(help="netkiln: train Keras networks as jobs over REST.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(datasets_app, name="datasets")
 register_client_commands(app)
 register_admin_commands(app)
 

@@ -8,6 +8,7 @@ cache is used as is, a missing one is downloaded from the canonical mirror.
 from __future__ import annotations
 
 import gzip
+import socket
 import uuid
 import zlib
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 from numpy.typing import NDArray
 
+from core.settings import get_settings
 from models.spec import DatasetSpec
 from models.spec.data import IDX_FILES, IDX_SOURCES, keras_home
 from worker.errors import JobError
@@ -76,6 +78,13 @@ def load_idx_dataset(name: str) -> RawDataset:
 
 
 def _cached_file(name: str, fname: str, origin: str, cache_subdir: str) -> str:
+    settings = get_settings()
+    if settings.datasets_mirror:
+        origin = settings.datasets_mirror.rstrip("/") + "/"
+    # Keras downloads with urllib and no time-out: a blocked network would hang the job.
+    # The pool process runs one job, so the process-wide default is this download's alone.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(settings.dataset_download_timeout)
     try:
         path: str = keras.utils.get_file(fname, origin=origin + fname, cache_subdir=cache_subdir)
     except Exception as exc:  # Keras wraps URL and HTTP errors in a bare Exception
@@ -84,8 +93,11 @@ def _cached_file(name: str, fname: str, origin: str, cache_subdir: str) -> str:
             "dataset_unavailable",
             f"{name} is not in this worker's Keras cache ({folder}) and could not be "
             f"downloaded from {origin} ({exc}); copy its four IDX files "
-            f"({', '.join(IDX_FILES.values())}) there, or let the worker reach the internet",
+            f"({', '.join(IDX_FILES.values())}) there (netkiln datasets import {name} DIR), "
+            "or let the worker reach the internet or a mirror (NETKILN_DATASETS_MIRROR)",
         ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
     return path
 
 

@@ -53,7 +53,7 @@ def builtin(name: str) -> DatasetOut:
         sha256=None,
         created_at=None,
         classes=classes,
-        cached=cached_here(name),
+        available=cached_here(name),
         info=DatasetInfo(splits=splits),
         links={"self": f"/v1/datasets/{name}"},
     )

@@ -74,6 +74,7 @@ def dry_run(session: Session, spec: AnyJobSpec, caller: Caller) -> DryRunOut:
     return DryRunOut(
         spec=spec.model_dump(mode="json"),
         summary=inspection.summary,
+        data=inspection.sizes,
         warnings=inspection.warnings,
     )
 

@@ -19,7 +19,7 @@ from models.spec import AnyJobSpec, ModelSpec, OptimizerSpec
 from models.spec.job import EarlyStoppingSpec
 from models.spec.lint import SpecWarning
 from models.spec.transfer import Phase
-from models.summary import InvalidLayerError, ModelSummary, summarize
+from models.summary import DataSizes, InvalidLayerError, ModelSummary, summarize
 
 SpecT = TypeVar("SpecT", bound=AnyJobSpec)
 
@@ -44,6 +44,8 @@ class Inspection:
 
     summary: ModelSummary
     warnings: list[SpecWarning] = field(default_factory=list)
+    #: Filled in by the preflight (``models/preflight.py``), which reads the data.
+    sizes: DataSizes | None = None
 
 
 @dataclass(frozen=True)

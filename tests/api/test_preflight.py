@@ -195,3 +195,33 @@ def test_uploaded_float_targets_refuse_a_classification_loss(client: TestClient)
     assert refused.json()["detail"][0]["loc"] == ["body", "compile", "loss"]
     spec["compile"] = {"loss": "mse"}
     assert client.post("/v1/jobs?dry_run=true", json=spec).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "sizes"),
+    [
+        (_set("fit.validation_split", 0.1), {"train": 1293, "validation": 144, "test": 360}),
+        (
+            _all(
+                _set("fit.validation_split", 0.0),
+                _set("fit.validation", {"take": "first", "examples": 437}),
+            ),
+            {"train": 1000, "validation": 437, "test": 360},
+        ),
+        (
+            # Two of ten balanced classes, then the limit on the training split.
+            _all(
+                _set("dataset.classes", [5, 6]),
+                _set("dataset.limit", {"train": 100}),
+                _set("model.layers.4.units", 2),
+            ),
+            {"train": 90, "validation": 10, "test": 72},
+        ),
+    ],
+)
+def test_the_dry_run_reports_the_examples_it_will_use(
+    client: TestClient, change: Change, sizes: dict[str, int]
+) -> None:
+    response = client.post("/v1/jobs?dry_run=true", json=digits(change))
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == sizes
