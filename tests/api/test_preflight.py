@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -225,3 +229,202 @@ def test_the_dry_run_reports_the_examples_it_will_use(
     response = client.post("/v1/jobs?dry_run=true", json=digits(change))
     assert response.status_code == 200, response.text
     assert response.json()["data"] == sizes
+
+
+# --- every kind, uploads too -------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def pretrain(**changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "kind": "pretrain",
+        "dataset": {"name": "digits", "unlabeled": True},
+        "encoder": {
+            "input_shape": [8, 8],
+            "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 4, "activation": "selu"}],
+        },
+        "fit": {"epochs": 1},
+    }
+    for path, value in changes.items():
+        _set(path.replace("__", "."), value)(spec)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def uploads(client: TestClient) -> dict[str, str]:
+    """A base model taking 64 features, and datasets: 64 features in 3 classes, 64 float
+    targets, and 64 features with 2-wide target rows."""
+    keras.backend.clear_session()
+    base = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(8, name="hidden"), keras.layers.Dense(3)]
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "base.keras"
+        base.save(path)
+        model = client.post("/v1/models", files={"file": ("base.keras", path.read_bytes())})
+    assert model.status_code == 201, model.text
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 64), dtype=np.float32)
+    ids = {"model": model.json()["id"]}
+    for name, y in (
+        ("classes", np.arange(60) % 3),
+        ("values", rng.random(60)),
+        ("rows", rng.random((60, 2))),
+    ):
+        buffer = io.BytesIO()
+        np.savez(buffer, x_train=x, y_train=y)
+        upload = client.post("/v1/datasets", files={"file": (f"{name}.npz", buffer.getvalue())})
+        assert upload.status_code == 201, upload.text
+        ids[name] = upload.json()["id"]
+    return ids
+
+
+def transfer(ids: dict[str, str], dataset: str = "classes", **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "kind": "transfer",
+        "base": {"model": ids["model"]},
+        "head": [{"type": "Dense", "units": 3, "activation": "softmax"}],
+        "dataset": {"id": ids[dataset], "preprocessing": "none"},
+        "compile": {"loss": "sparse_categorical_crossentropy"},
+        "phases": [{"trainable": "head", "epochs": 1, "optimizer": "adam"}],
+    }
+    for path, value in changes.items():
+        _set(path.replace("__", "."), value)(spec)
+    return spec
+
+
+def upload_train(ids: dict[str, str], dataset: str, units: int, loss: str) -> dict[str, Any]:
+    return {
+        "dataset": {"id": ids[dataset], "preprocessing": "none"},
+        "model": {"input_shape": [64], "layers": [{"type": "Dense", "units": units}]},
+        "compile": {"loss": loss},
+        "fit": {"epochs": 1},
+    }
+
+
+KINDS: list[tuple[str, Callable[[dict[str, str]], dict[str, Any]], list[str | int], str]] = [
+    (
+        "transfer: base takes 64, digits are 8×8",
+        lambda ids: transfer(ids, dataset__id=None, dataset__name="digits"),
+        ["dataset"],
+        "the base model takes inputs of shape [64]",
+    ),
+    (
+        "transfer: narrow head",
+        lambda ids: transfer(ids, head__0__units=2),
+        ["head", 0],
+        "set its units to 3",
+    ),
+    (
+        "transfer: one-hot loss on ids",
+        lambda ids: transfer(ids, compile__loss="categorical_crossentropy"),
+        ["compile", "loss"],
+        "one_hot",
+    ),
+    (
+        "transfer: no class 7",
+        lambda ids: transfer(ids, dataset__classes=[0, 7]),
+        ["dataset", "classes"],
+        "no class 7",
+    ),
+    (
+        "transfer: all held out",
+        lambda ids: transfer(ids, fit={"validation": {"examples": 60}}),
+        ["fit", "validation"],
+        "leaves 0",
+    ),
+    (
+        "pretrain: encoder input",
+        lambda ids: pretrain(encoder__input_shape=[28, 28]),
+        ["encoder", "input_shape"],
+        "[8, 8]",
+    ),
+    (
+        "pretrain: nothing left to validate",
+        lambda ids: pretrain(dataset__limit=1, fit__validation_split=0.5),
+        ["fit", "validation_split"],
+        "leaves",
+    ),
+    (
+        "pretrain: class 42",
+        lambda ids: pretrain(dataset__classes=[42]),
+        ["dataset", "classes"],
+        "no class 42",
+    ),
+    (
+        "upload: classification loss on values",
+        lambda ids: upload_train(ids, "values", 1, "sparse_categorical_crossentropy"),
+        ["compile", "loss"],
+        "values",
+    ),
+    (
+        "upload: values into 3 units",
+        lambda ids: upload_train(ids, "values", 3, "mse"),
+        ["model", "layers", 0],
+        "set its units to 1",
+    ),
+    (
+        "upload: 2-wide rows into 1 unit",
+        lambda ids: upload_train(ids, "rows", 1, "mse"),
+        ["model", "layers", 0],
+        "set its units to 2",
+    ),
+    (
+        "upload: classes on values",
+        lambda ids: {
+            **upload_train(ids, "values", 1, "mse"),
+            "dataset": {"id": ids["values"], "classes": [0, 1]},
+        },
+        ["dataset", "classes"],
+        "not class ids",
+    ),
+    (
+        "upload: input shape",
+        lambda ids: {
+            **upload_train(ids, "classes", 3, "sparse_categorical_crossentropy"),
+            "model": {
+                "input_shape": [8, 8],
+                "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 3}],
+            },
+        },
+        ["model", "input_shape"],
+        "set input_shape to [64]",
+    ),
+    (
+        "upload: three classes, binary loss",
+        lambda ids: upload_train(ids, "classes", 1, "binary_crossentropy"),
+        ["compile", "loss"],
+        "labels 0 and 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "loc", "hint"), KINDS, ids=[c[0] for c in KINDS])
+def test_doomed_specs_of_every_kind(
+    client: TestClient,
+    uploads: dict[str, str],
+    case: str,
+    build: Callable[[dict[str, str]], dict[str, Any]],
+    loc: list[str | int],
+    hint: str,
+) -> None:
+    response = client.post("/v1/jobs?dry_run=true", json=build(uploads))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", *loc], error
+    assert hint in error["msg"], error
+
+
+def test_the_doomed_tables_are_broad() -> None:
+    assert len(REFUSED) + len(KINDS) >= 25
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda path: path.stem)
+def test_no_example_is_refused(client: TestClient, path: Path) -> None:
+    """No false alarms: every example as written passes preflight without a warning of
+    its own making (a data-independent lint may still speak)."""
+    response = client.post("/v1/jobs?dry_run=true", json=json.loads(path.read_text()))
+    assert response.status_code == 200, (path.name, response.text)
+    codes = {warning["code"] for warning in response.json()["warnings"]}
+    assert not codes & {"regression_on_class_ids", "unused_outputs"}, (path.name, codes)
