@@ -219,3 +219,22 @@ def test_a_job_that_learned_nothing_succeeds_with_a_warning(service: Service) ->
     [warning] = job["warnings"]
     assert warning["code"] == "no_better_than_chance", job
     assert job["test_metrics"]["accuracy"] < 0.2
+
+
+def test_a_loss_that_ran_away_succeeds_with_a_warning(service: Service) -> None:
+    """Two calm epochs, then the learning rate jumps to 10 with clipped gradients: every
+    step moves the weights by 10, the loss climbs far above its best and never reaches
+    NaN (Keras clips the probabilities), so the job succeeds, saying it diverged."""
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "runs-away"}
+    rates = {"type": "piecewise_constant", "boundaries": [2], "values": [0.05, 10.0]}
+    spec["compile"] = {
+        **spec["compile"],
+        "optimizer": {"type": "SGD", "learning_rate": rates, "clipnorm": 1.0},
+    }
+    spec["fit"] = {**spec["fit"], "epochs": 6}
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    job = service.wait_for(job_id)
+    assert job["status"] == "succeeded", (job, service.tail())
+    codes = {warning["code"] for warning in job["warnings"]}
+    assert "loss_diverged" in codes, job
