@@ -10,7 +10,8 @@ Redis), against real processes started the way the product starts them:
     is driven by a load generator in its own process (``wrk``, else a Python asyncio client)
     at each of ``--connections`` (1, 8, 32) for ``--duration`` (10 s) seconds.
 (b) submits: with no worker running (jobs only queue), ``--posts`` (200) sequential
-    ``POST /v1/jobs`` of the same small spec.
+    ``POST /v1/jobs`` of the same small spec; then as many dry runs of the BN example
+    (``?dry_run=true``, target p50 < 20 ms).
 (d) the job listing the web page polls, ``GET /v1/jobs?limit=50``, at c=8 with the table
     filled (by POSTs) to ``--list-jobs`` (1,000) jobs; listings never use the read cache.
 (e) ``GET /v1/jobs/{id}`` at c=8 with no event stream open, then with ``--streams`` (200)
@@ -40,7 +41,15 @@ from typing import Any
 
 from load.backends import make_backend
 from load.base import BenchError
-from load.http_phases import TARGET_GET_P99_MS, TARGET_GET_RPS, floor_load, get_load, post_phase
+from load.http_phases import (
+    TARGET_DRY_RUN_P50_MS,
+    TARGET_GET_P99_MS,
+    TARGET_GET_RPS,
+    dry_run_phase,
+    floor_load,
+    get_load,
+    post_phase,
+)
 from load.list_streams import (
     LIST_PATH,
     TARGET_LIST_P99_MS,
@@ -107,6 +116,12 @@ def run_backend(name: str, root: Path, args: Any, loadgen: LoadGen) -> dict[str,
 
             print(f"  (b) {args.posts} sequential POST /v1/jobs, no worker …", flush=True)
             result["post"] = post_phase(client, args.posts)
+            result["dry_run"] = dry_run_phase(client, args.posts)
+            print(
+                f"    dry run of the BN example: p50 {result['dry_run']['p50_ms']:.2f} ms, "
+                f"p99 {result['dry_run']['p99_ms']:.2f} ms",
+                flush=True,
+            )
 
             print(f"  (d) GET {LIST_PATH}, {args.list_jobs} jobs in the table …", flush=True)
             jobs = fill_jobs(client, args.list_jobs)
@@ -239,6 +254,7 @@ def main() -> None:
                     "get_rps": TARGET_GET_RPS,
                     "get_p99_ms": TARGET_GET_P99_MS,
                     "rss_growth_mb": TARGET_RSS_GROWTH_MB,
+                    "dry_run_p50_ms": TARGET_DRY_RUN_P50_MS,
                     "list_rps": TARGET_LIST_RPS,
                     "list_p99_ms": TARGET_LIST_P99_MS,
                     "streams_p50_ratio": TARGET_STREAMS_P50_RATIO,

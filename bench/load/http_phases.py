@@ -13,6 +13,7 @@ from procstats import children_cpu_s, machine_busy_s, session_cpu_s
 
 from load.base import BENCH_SPEC, BenchError, percentile
 from load.loadgen import LoadGen
+from models.spec.examples import BN_AFTER_ACTIVATION
 from netkiln.harness import Process
 
 TARGET_GET_RPS = 1500.0
@@ -104,4 +105,30 @@ def post_phase(client: httpx.Client, posts: int) -> dict[str, Any]:
         "mean_ms": statistics.fmean(latencies),
         "non_202": failures,
         "rps_sequential": 1e3 / statistics.fmean(latencies),
+    }
+
+
+#: The dry run answers a person at a prompt: p50 under this (#14).
+TARGET_DRY_RUN_P50_MS = 20.0
+
+
+def dry_run_phase(client: httpx.Client, runs: int) -> dict[str, Any]:
+    """(b') ``POST /v1/jobs?dry_run=true`` of the BN example (Fashion-MNIST, 784-300-100-10
+    with batch norm): validation, layer summary, lint and the data preflight, no storage."""
+    for _ in range(5):  # warm-up, not recorded
+        client.post("/v1/jobs", params={"dry_run": True}, json=BN_AFTER_ACTIVATION)
+    latencies, failures = [], 0
+    for _ in range(runs):
+        start = time.perf_counter()
+        response = client.post("/v1/jobs", params={"dry_run": True}, json=BN_AFTER_ACTIVATION)
+        latencies.append((time.perf_counter() - start) * 1e3)
+        failures += response.status_code != 200
+    p50 = percentile(latencies, 50)
+    return {
+        "runs": runs,
+        "p50_ms": p50,
+        "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99),
+        "non_200": failures,
+        "meets_p50": p50 is not None and p50 < TARGET_DRY_RUN_P50_MS,
     }

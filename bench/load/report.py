@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from load.http_phases import TARGET_GET_P99_MS, TARGET_GET_RPS
+from load.http_phases import TARGET_DRY_RUN_P50_MS, TARGET_GET_P99_MS, TARGET_GET_RPS
 from load.list_streams import (
     LIST_PATH,
     TARGET_LIST_P99_MS,
@@ -122,6 +122,25 @@ def print_report(results: list[dict[str, Any]], args: Any, loadgen: LoadGen) -> 
         "(b) POST /v1/jobs, sequential, one httpx client (jobs only queue)  [no target]",
         ["backend", "server", "posts", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "non-202"],
         post_rows,
+    )
+    dry_rows = [
+        [
+            r["backend"],
+            str(d["runs"]),
+            _f(d["p50_ms"]),
+            _f(d["p90_ms"]),
+            _f(d["p99_ms"]),
+            str(d["non_200"]),
+            _ok(d["meets_p50"]),
+        ]
+        for r in results
+        if (d := r.get("dry_run"))
+    ]
+    _table(
+        f"(b') POST /v1/jobs?dry_run=true, BN example, sequential  "
+        f"[target: p50 < {TARGET_DRY_RUN_P50_MS:g} ms]",
+        ["backend", "runs", "p50 ms", "p90 ms", "p99 ms", "non-200", "<20ms"],
+        dry_rows,
     )
     list_rows = [
         [
