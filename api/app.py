@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from api.cache import ReadCache
@@ -22,10 +23,22 @@ from core.settings import Settings, get_settings
 from core.storage import open_store
 
 
+def operation_id(route: APIRoute) -> str:
+    """Short, stable operation ids (``jobs-submit``, ``models-list``): the names of a
+    generated client's functions. The route's tag, then its function's name without the
+    words that repeat the tag."""
+    if not route.tags:
+        return route.name
+    tag = str(route.tags[0])
+    words = [word for word in route.name.split("_") if word not in {tag, tag.rstrip("s")}]
+    return "-".join([tag, *words]) if words else f"{tag}-{route.name}"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
     app = FastAPI(
+        generate_unique_id_function=operation_id,
         title="netkiln",
         version="0.1.0",
         summary="Train Keras deep neural networks as jobs: POST a spec, poll, download.",

@@ -13,6 +13,9 @@ from models.spec.lint import SpecWarning
 from models.summary import DataSizes, ModelSummary
 from models.tables import Artifact, Job, JobStatus
 
+#: A response body that is a file (a model, a PNG): typed so generated clients keep it.
+BINARY: dict[str, str] = {"type": "string", "format": "binary"}
+
 
 class JobError(BaseModel):
     code: str = Field(description="Stable: invalid_data, nan_loss, out_of_memory, timeout, …")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CallerDep, JobDep, SessionDep, get_caller
 from api.errors import UNAUTHORIZED, Conflict, NetkilnError, NotFound, error_responses
+from api.schemas import BINARY
 from models.tables import EpochMetrics, Job
 
 router = APIRouter(
@@ -31,7 +32,7 @@ router = APIRouter(
 FIGSIZE = (10.0, 6.0)
 DPI = 100
 PNG: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}}, "description": "A PNG image"}
+    200: {"content": {"image/png": {"schema": BINARY}}, "description": "A PNG image"}
 }
 #: Series drawn on the secondary axis or not at all, rather than as a curve of their own.
 NOT_CURVES = {"learning_rate", "lr", "seconds", "epoch"}

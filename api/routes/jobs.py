@@ -27,7 +27,7 @@ from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep, Stor
 from api.errors import UNAUTHORIZED, Conflict, NotFound, Unauthorized, error_responses
 from api.event_feeds import EventFeeds
 from api.json_body import JsonRoute
-from api.schemas import DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
+from api.schemas import BINARY, DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import jobs as service
 from core.settings import Settings
 from models.db import reader_factory, session_factory
@@ -319,7 +319,10 @@ def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
     "/{job_id:uuid}/model",
     response_class=FileResponse,
     responses={
-        200: {"content": {media: {} for media in MEDIA_TYPES.values()}},
+        200: {
+            "content": {media: {"schema": BINARY} for media in MEDIA_TYPES.values()},
+            "description": "The model file",
+        },
         304: {"description": "Unchanged since the ETag in If-None-Match."},
         **error_responses(
             {
