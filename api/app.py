@@ -16,7 +16,7 @@ from api.errors import (
     unexpected_error_handler,
 )
 from api.event_feeds import EventFeeds
-from api.routes import base_models, curves, datasets, health, jobs, metrics, ui
+from api.routes import base_models, curves, datasets, docs, health, jobs, metrics, ui
 from api.telemetry import make_registry
 from core.queue import make_celery
 from core.settings import Settings, get_settings
@@ -39,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.ensure_dirs()
     app = FastAPI(
         generate_unique_id_function=operation_id,
+        # /docs is served from this process (api/routes/docs.py); ReDoc would need a CDN.
+        docs_url=None,
+        redoc_url=None,
         title="netkiln",
         version="0.1.0",
         summary="Train Keras deep neural networks as jobs: POST a spec, poll, download.",
@@ -61,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(base_models.router)
     app.include_router(datasets.router)
+    app.include_router(docs.router)
     app.include_router(ui.router)  # the web page at /, outside the OpenAPI schema
     return app
