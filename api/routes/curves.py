@@ -80,8 +80,9 @@ def _png(figure: Figure) -> Response:
 
 def draw_curves(title: str, rows: Rows) -> Figure:
     """Loss and each metric (train solid, ``val_`` dashed, same colour), and the learning
-    rate on a secondary axis, log-scaled when it varies."""
-    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    rate on a secondary axis, log-scaled, where it changed (a constant rate is in the
+    title). The legend sits outside the axes, so it hides no line."""
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     names = sorted(
         {key for _, values in rows for key in values if not key.startswith("val_")} - NOT_CURVES,
@@ -101,24 +102,25 @@ def draw_curves(title: str, rows: Rows) -> Figure:
     axes.grid(True, alpha=0.3)
     handles, labels = axes.get_legend_handles_labels()
     epochs, rates = _series(rows, "learning_rate")
-    if epochs:
+    if len(set(rates)) > 1:
         lr_axes = axes.twinx()
         (line,) = lr_axes.plot(epochs, rates, ":", color="black", alpha=0.7, label="learning_rate")
         lr_axes.set_ylabel("learning rate")
-        if len(set(rates)) > 1 and min(rates) > 0:
+        if min(rates) > 0:
             lr_axes.set_yscale("log")
         handles.append(line)
         labels.append("learning_rate")
+    elif rates:
+        title = f"{title}  (learning rate {rates[0]:g})"
     if handles:
-        axes.legend(handles, labels, loc="upper right", fontsize="small")
+        figure.legend(handles, labels, loc="outside right upper", fontsize="small")
     axes.set_title(title)
-    figure.tight_layout()
     return figure
 
 
 def draw_comparison(metric: str, series: Sequence[tuple[str, str, Rows]]) -> Figure:
     """One line per job: ``metric`` where the job recorded it, else its training twin."""
-    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     fallback = metric[4:] if metric.startswith("val_") else metric
     for label, _status, rows in series:
@@ -131,9 +133,8 @@ def draw_comparison(metric: str, series: Sequence[tuple[str, str, Rows]]) -> Fig
     axes.set_ylabel(plain(metric))
     axes.grid(True, alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # else no job recorded the metric
-        axes.legend(loc="best", fontsize="small")
+        figure.legend(loc="outside right upper", fontsize="small")
     axes.set_title(plain(f"{metric} of {len(series)} jobs"))
-    figure.tight_layout()
     return figure
 
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from matplotlib.image import imread
 from sqlalchemy import delete
 
+from api.routes.curves import draw_curves
 from models.db import transaction
 from models.tables import EpochMetrics, Job, JobStatus
 from tests.conftest import Backend, api_client
@@ -130,3 +131,28 @@ class TestCompare:
         job_id = jobs.add("empty", [], JobStatus.QUEUED)
         response = jobs.client.get("/v1/jobs/compare.png", params={"ids": job_id})
         assert response.status_code == 409
+
+
+LAYOUT_ROWS = ((1, {"loss": 1.0, "val_loss": 1.2}), (2, {"loss": 0.5, "val_loss": 0.7}))
+
+
+class TestLayout:
+    """The legend hides no line; the learning-rate axis is there only when the rate moved."""
+
+    def test_constant_rate_is_in_the_title_not_on_an_axis(self) -> None:
+        rows = [(epoch, {**values, "learning_rate": 0.01}) for epoch, values in LAYOUT_ROWS]
+        figure = draw_curves("job", rows)
+        [axes] = figure.axes
+        assert "learning rate 0.01" in axes.get_title()
+        assert axes.get_legend() is None  # outside the axes, on the figure
+        assert len(figure.legends) == 1
+
+    def test_changing_rate_gets_its_axis(self) -> None:
+        rates = [0.1, 0.01]
+        pairs = zip(LAYOUT_ROWS, rates, strict=True)
+        rows = [(e, {**v, "learning_rate": r}) for (e, v), r in pairs]
+        figure = draw_curves("job", rows)
+        assert len(figure.axes) == 2
+        assert figure.axes[1].get_yscale() == "log"
+        labels = [text.get_text() for text in figure.legends[0].get_texts()]
+        assert labels == ["loss", "val_loss", "learning_rate"]
