@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,31 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json(self.http.get(f"/v1/jobs/{job_id}"))
         return result
+
+    def resolve(self, job_id: str) -> str:
+        """A whole job id for ``job_id`` or a unique prefix of one of the caller's jobs
+        (as ``netkiln jobs`` prints them); ``ApiError`` 404 or 409 otherwise."""
+        try:
+            return str(uuid.UUID(job_id))
+        except ValueError:
+            pass
+        prefix = job_id.lower()
+        if not prefix or any(char not in "0123456789abcdef-" for char in prefix):
+            raise ApiError(404, f"{job_id!r} is not a job id or the start of one")
+        found: list[str] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 200} | ({"cursor": cursor} if cursor else {})
+            page = self._json(self.http.get("/v1/jobs", params=params))
+            found += [item["id"] for item in page["items"] if item["id"].startswith(prefix)]
+            cursor = page["next_cursor"]
+            if cursor is None or len(found) > 1:
+                break
+        if not found:
+            raise ApiError(404, f"no job id starts with {job_id}")
+        if len(found) > 1:
+            raise ApiError(409, f"{job_id} starts several job ids ({', '.join(found[:3])}, …)")
+        return found[0]
 
     def jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})

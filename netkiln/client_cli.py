@@ -43,7 +43,10 @@ KeyOption = Annotated[
 SpecArgument = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, help="A job spec (JSON).")
 ]
-JobIdArgument = Annotated[str, typer.Argument(help="A job id.")]
+JobIdArgument = Annotated[
+    str, typer.Argument(help="A job id, or a unique start of one (as `netkiln jobs` shows).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")]
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 #: Warnings the worker adds to a job that ended (worker/outcomes.py).
@@ -236,12 +239,16 @@ def jobs(
         str | None, typer.Option("--status", help="queued, running, succeeded, failed, cancelled")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 50,
+    as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
 ) -> None:
     """List jobs, newest first."""
     with _client(url, key) as client:
         items = client.jobs(status, limit)
+    if as_json:
+        print(json.dumps(items, indent=2))
+        return
     table = Table("id", "name", "kind", "status", "epoch", "created", "last metrics")
     for job in items:
         progress = job["progress"]
@@ -257,10 +264,18 @@ def jobs(
     console.print(table)
 
 
-def status(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
+def status(
+    job_id: JobIdArgument,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+) -> None:
     """One job: status, progress, error, parameters and metrics."""
     with _client(url, key) as client:
-        job = client.job(job_id)
+        job = client.job(client.resolve(job_id))
+    if as_json:
+        print(json.dumps(job, indent=2))
+        return
     progress = job["progress"]
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -301,8 +316,9 @@ def logs(
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
 ) -> None:
-    """The worker's log lines for a job."""
+    """The worker's log lines for a job: one per epoch, and how it ended."""
     with _client(url, key) as client:
+        job_id = client.resolve(job_id)
         after = 0
         while True:
             page = client.logs(job_id, after)
@@ -321,7 +337,7 @@ def logs(
 def cancel(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
     """Cancel a queued or running job."""
     with _client(url, key) as client:
-        job = client.cancel(job_id)
+        job = client.cancel(client.resolve(job_id))
     console.print(
         f"{job['id']} {_status(job['status'])}"
         + (" (cancel requested)" if job["status"] == "running" else "")
@@ -341,7 +357,7 @@ def download(
 ) -> None:
     """Download a job's trained model."""
     with _client(url, key) as client:
-        path = client.download(job_id, fmt, output)
+        path = client.download(client.resolve(job_id), fmt, output)
     console.print(f"{path} ({path.stat().st_size:,} bytes)")
 
 

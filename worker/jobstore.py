@@ -127,6 +127,10 @@ class JobStore:
                 "epoch",
                 {"epoch": epoch, "epochs": job.epochs_total, "seconds": seconds, **values},
             )
+            # The same as one log line, so `netkiln logs` reads as a training log.
+            shown = "  ".join(f"{key}={value:.4g}" for key, value in values.items())
+            message = f"epoch {epoch}/{job.epochs_total}: {shown} ({seconds:.1f}s)"
+            add_event(session, self.job_id, "log", {"level": "info", "message": message})
 
     def record_phase(self, index: int, record: Mapping[str, Any]) -> None:
         """What phase ``index`` trains; earlier phases' records stay."""
@@ -174,6 +178,12 @@ class JobStore:
         with self._owned() as (session, job):
             job.error_code = error.code
             job.error_message = error.message
+            add_event(
+                session,
+                self.job_id,
+                "log",
+                {"level": "error", "message": f"failed: {error.code}: {error.message}"},
+            )
             self._end(session, job, JobStatus.FAILED)
 
     def cancel(self) -> None:

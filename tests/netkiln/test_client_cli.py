@@ -93,7 +93,20 @@ def test_submit_wait_follows_a_job_to_success(service: Service, tmp_path: Path) 
 
     logged = netkiln(service, "logs", job_id, "--follow")
     assert logged.exit_code == 0
-    assert logged.output.strip()
+    epochs = [line for line in logged.output.splitlines() if " epoch " in line]
+    assert len(epochs) == 2, logged.output  # one line per epoch
+    assert "epoch 2/2: " in epochs[1]
+    assert "val_loss=" in epochs[1]
+
+    # A unique start of the id does, as `netkiln jobs` may cut ids to fit the terminal.
+    short = netkiln(service, "status", job_id[:8], "--json")
+    assert short.exit_code == 0, short.output
+    assert json.loads(short.output)["id"] == job_id
+    as_json = netkiln(service, "jobs", "--json")
+    assert job_id in {item["id"] for item in json.loads(as_json.output)}
+    unknown = netkiln(service, "status", "fffffffff")
+    assert unknown.exit_code == 1
+    assert "no job id starts with fffffffff" in unknown.output
 
     target = tmp_path / "net.h5"
     fetched = netkiln(service, "download", job_id, "--format", "h5", "-o", str(target))
@@ -112,6 +125,9 @@ def test_submit_wait_exits_1_with_the_reason(service: Service, tmp_path: Path) -
     result = netkiln(service, "submit", str(spec_file(tmp_path, spec)), "--wait")
     assert result.exit_code == 1, (result.output, service.tail())
     assert "failed: timeout:" in result.output
+    job_id = result.output.splitlines()[0].strip()
+    logged = netkiln(service, "logs", job_id)
+    assert "failed: timeout:" in logged.output  # the reason is in the job's log too
 
 
 def test_validate_prints_layers_and_totals(service: Service, tmp_path: Path) -> None:
