@@ -250,6 +250,7 @@ def jobs(
         print(json.dumps(items, indent=2))
         return
     table = Table("id", "name", "kind", "status", "epoch", "created", "last metrics")
+    table.columns[0].overflow = "fold"  # whole ids, wrapped if they must be, never cut
     for job in items:
         progress = job["progress"]
         table.add_row(
