@@ -135,10 +135,12 @@ Rule = Callable[[Flight], Iterator[SpecWarning]]
 
 
 def _input_shape(flight: Flight) -> Iterator[SpecWarning]:
-    expected = tuple(dim for dim in flight.summary.input_shape[1:])
+    expected = tuple(flight.summary.input_shape[1:])
     given = flight.facts.example_shape
-    if expected == given:
-        return
+    if len(expected) == len(given) and all(
+        want is None or want == have for want, have in zip(expected, given, strict=True)
+    ):
+        return  # None: a base that takes any size on that axis
     shown = list(given)
     if flight.model_loc == ["head"]:  # the input is the base's
         raise SpecError(
