@@ -86,6 +86,23 @@ def test_job_trains_and_models_reproduce_recorded_evaluation(
         np.testing.assert_allclose(predictions[0], predictions[1], rtol=1e-6, atol=1e-7)
 
 
+def overflowing_spec(client: httpx.Client) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=np.full((8, 4), 1e39), y_train=np.arange(8) % 2)
+    upload = client.post("/v1/datasets", files={"file": ("huge.npz", buffer.getvalue())})
+    assert upload.status_code == 201, upload.text
+    return {
+        "name": "overflows-float32",
+        "dataset": {"id": upload.json()["id"], "preprocessing": "none"},
+        "model": {
+            "input_shape": [4],
+            "layers": [{"type": "Dense", "units": 2, "activation": "softmax"}],
+        },
+        "compile": {"loss": "sparse_categorical_crossentropy"},
+        "fit": {"epochs": 1},
+    }
+
+
 def out_of_memory_spec(client: httpx.Client) -> dict[str, Any]:
     """A model whose first kernel (200,000 × 65,536 floats, 52 GB) no allocator on this
     machine grants: TensorFlow raises ResourceExhaustedError while building it, the same
@@ -111,8 +128,6 @@ def out_of_memory_spec(client: httpx.Client) -> dict[str, Any]:
 
 
 def test_failed_job_reports_reason_and_worker_lives_on(service: Service) -> None:
-    too_narrow = copy.deepcopy(DIGITS_SPEC)
-    too_narrow["model"]["layers"][-1]["units"] = 5  # 10 classes, 5 outputs
     diverging = copy.deepcopy(DIGITS_SPEC)
     diverging["dataset"]["preprocessing"] = "none"
     diverging["model"]["layers"] = [
@@ -123,15 +138,17 @@ def test_failed_job_reports_reason_and_worker_lives_on(service: Service) -> None
     ]
     diverging["compile"] = {"loss": "mse", "optimizer": {"type": "SGD", "learning_rate": 10}}
     with service.client() as client:
-        narrow_id = client.post("/v1/jobs", json=too_narrow).json()["id"]
+        # What preflight cannot see (it reads shapes, not values): finite float64 inputs
+        # that overflow the float32 a network trains in.
+        overflow_id = client.post("/v1/jobs", json=overflowing_spec(client)).json()["id"]
         oom_id = client.post("/v1/jobs", json=out_of_memory_spec(client)).json()["id"]
         nan_id = client.post("/v1/jobs", json=diverging).json()["id"]
         healthy_id = client.post("/v1/jobs", json=DIGITS_SPEC | {"name": "after"}).json()["id"]
 
-        narrow = service.wait_for(narrow_id)
-        assert narrow["status"] == "failed"
-        assert narrow["error"]["code"] == "invalid_data"
-        assert "10 classes" in narrow["error"]["message"]
+        overflow = service.wait_for(overflow_id)
+        assert overflow["status"] == "failed", overflow
+        assert overflow["error"]["code"] == "invalid_data"
+        assert "infinite" in overflow["error"]["message"]
 
         oom = service.wait_for(oom_id)
         assert oom["status"] == "failed", oom
