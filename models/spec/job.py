@@ -59,7 +59,21 @@ class HeldOut(StrictModel):
     the first 5,000 Fashion-MNIST images (``validation_split`` takes the last fraction)."""
 
     take: Literal["first", "last"] = "first"
-    examples: int = Field(gt=0, le=100_000_000)
+    examples: int | None = Field(default=None, gt=0, le=100_000_000)
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> HeldOut:
+        if (self.examples is None) == (self.fraction is None):
+            raise ValueError("give examples (a count) or fraction (of the training split)")
+        return self
+
+    def count(self, n: int) -> int:
+        """How many of ``n`` training examples are held out."""
+        if self.examples is not None:
+            return min(self.examples, n)
+        assert self.fraction is not None
+        return math.floor(n * self.fraction)
 
 
 class ValidationChoice(StrictModel):
@@ -69,7 +83,8 @@ class ValidationChoice(StrictModel):
     validation_split: float = Field(default=0.0, ge=0, lt=1)
     validation: HeldOut | None = Field(
         default=None,
-        description='e.g. {"take": "first", "examples": 5000}; not with validation_split.',
+        description='e.g. {"take": "first", "examples": 5000} or {"take": "first", '
+        '"fraction": 0.1}; not with validation_split.',
     )
 
     @model_validator(mode="after")
@@ -87,7 +102,7 @@ class ValidationChoice(StrictModel):
         (None: Keras's validation_split, or no validation)."""
         if self.validation is None:
             return slice(0, n), None
-        k = min(self.validation.examples, n)
+        k = self.validation.count(n)
         if self.validation.take == "first":
             return slice(k, n), slice(0, k)
         return slice(0, n - k), slice(n - k, n)

@@ -38,3 +38,15 @@ def test_validation_split_counts_as_keras_splits() -> None:
 def test_not_both() -> None:
     with pytest.raises(ValidationError, match="not both"):
         FitSpec(epochs=1, validation_split=0.1, validation={"examples": 10})
+
+
+def test_a_fraction_from_the_front() -> None:
+    fit = FitSpec(epochs=1, validation={"take": "first", "fraction": 0.1})
+    assert fit.held_out(1437) == (slice(143, 1437), slice(0, 143))
+    assert fit.split_counts(1437) == (1294, 143)
+
+
+def test_examples_or_fraction_not_both_nor_neither() -> None:
+    for held in ({"examples": 5, "fraction": 0.1}, {"take": "first"}):
+        with pytest.raises(ValidationError, match=r"examples \(a count\) or fraction"):
+            FitSpec(epochs=1, validation=held)
