@@ -59,7 +59,10 @@ def session_factory(url: str) -> sessionmaker[Session]:
 def reader_factory(url: str) -> sessionmaker[Session]:
     """Sessions for one-statement reads that write nothing (listings): autocommit, so a
     read costs no BEGIN and ROLLBACK round trips to the server, only its query."""
-    return sessionmaker(bind=make_engine(url, isolation_level="AUTOCOMMIT"))
+    # A pool of its own (8, +4 in bursts): with the main one's 10 (+10), an API process
+    # holds at most 32 PostgreSQL connections.
+    engine = make_engine(url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=4)
+    return sessionmaker(bind=engine)
 
 
 @contextmanager
