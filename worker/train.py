@@ -199,4 +199,13 @@ def train(
             x_test, y_test, batch_size=spec.batch_size, return_dict=True, verbose=0
         )
         test_metrics = {key: float(value) for key, value in evaluation.items()}
+        if not all(math.isfinite(value) for value in test_metrics.values()):
+            # Training stayed finite, so the test inputs take the model where it overflows.
+            bad = sorted(key for key, value in test_metrics.items() if not math.isfinite(value))
+            raise JobError(
+                "invalid_data",
+                f"evaluating on the test split gave non-finite {', '.join(bad)}: its inputs "
+                "reach values the trained model overflows on; check their range and "
+                "preprocessing (the training split's statistics apply to it)",
+            )
     return TrainResult(built.export(model), test_metrics, chance)

@@ -255,3 +255,32 @@ def test_a_loss_that_ran_away_succeeds_with_a_warning(service: Service) -> None:
     assert job["status"] == "succeeded", (job, service.tail())
     codes = {warning["code"] for warning in job["warnings"]}
     assert "loss_diverged" in codes, job
+
+
+def test_a_test_split_the_model_overflows_on_fails_invalid_data(service: Service) -> None:
+    """Training finite, evaluation not (the test inputs are 1e30): the job fails with the
+    reason, rather than storing NaN metrics (PostgreSQL's jsonb cannot hold them)."""
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        x_train=rng.random((16, 4), dtype=np.float32),
+        y_train=rng.random(16),
+        x_test=np.full((4, 4), 1e30, np.float32),
+        y_test=rng.random(4),
+    )
+    with service.client() as client:
+        upload = client.post("/v1/datasets", files={"file": ("far.npz", buffer.getvalue())})
+        assert upload.status_code == 201, upload.text
+        spec = {
+            "name": "overflows-on-test",
+            "dataset": {"id": upload.json()["id"], "preprocessing": "none"},
+            "model": {"input_shape": [4], "layers": [{"type": "Dense", "units": 1}]},
+            "compile": {"loss": "mse"},
+            "fit": {"epochs": 1},
+        }
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    job = service.wait_for(job_id)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "invalid_data"
+    assert "evaluating on the test split gave non-finite loss" in job["error"]["message"]
