@@ -6,7 +6,6 @@ with other work, so a test waits for what it needs to see, however long a batch 
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from netkiln.harness import (
     create_api_key,
     free_port,
     process_env,
-    spawn,
     wait_for_job,
 )
 from tests.conftest import Backend
@@ -96,17 +94,3 @@ def service(
     svc.start()
     yield svc
     svc.stop()
-
-
-# What tests/netkiln/test_client_cli.py starts its own service with.
-
-
-_spawn = spawn
-
-
-def stop(process: Process, sig: int = signal.SIGTERM) -> None:
-    process.stop(sig)
-
-
-def wait_ready(service: Service) -> None:
-    service.wait_ready()

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from models.migrate import upgrade
 from netkiln.cli import app
+from netkiln.harness import free_port, spawn
 from tests.conftest import make_backend
-from tests.e2e.conftest import Service, _spawn, free_port, stop, wait_ready
+from tests.e2e.conftest import Service
 from tests.e2e.test_train import DIGITS_SPEC
 
 pytestmark = pytest.mark.e2e
@@ -49,16 +50,16 @@ def service(
     logs = root / "logs"
     logs.mkdir()
     processes = {
-        "api": _spawn(["api", "--port", str(port)], env, logs / "api.log"),
-        "worker": _spawn(["worker"], env, logs / "worker.log"),
+        "api": spawn(["api", "--port", str(port)], env, logs / "api.log"),
+        "worker": spawn(["worker"], env, logs / "worker.log"),
     }
     svc = Service(backend, f"http://127.0.0.1:{port}", env, logs, processes)
     try:
-        wait_ready(svc)
+        svc.wait_ready()
         yield svc
     finally:
         for process in svc.processes.values():
-            stop(process)
+            process.stop()
 
 
 def netkiln(service: Service, *args: str, env: dict[str, str] | None = None) -> Any:
