@@ -78,7 +78,8 @@ class HeldOut(StrictModel):
 
 class ValidationChoice(StrictModel):
     """How a fit holds out validation data: a fraction from the end (Keras's
-    ``validation_split``), or a number of examples from either end (``validation``)."""
+    ``validation_split``), or examples, a count or a fraction, from either end
+    (``validation``)."""
 
     validation_split: float = Field(default=0.0, ge=0, lt=1)
     validation: HeldOut | None = Field(
