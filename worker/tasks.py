@@ -70,13 +70,23 @@ def _stop_running_jobs() -> None:
     if _reconciler is not None:
         _reconciler.stopped.set()
     settings, host = get_settings(), socket.gethostname()
-    for request in list(state.active_requests):
+    # Reserved too: a pool process may have started a job before the main process has
+    # read its acknowledgement (the request is not "active" yet, and has no pid).
+    requests = [*state.active_requests, *state.reserved_requests]
+    for request in requests:
         try:
             requeue_interrupted(settings, uuid.UUID(request.args[0]), host)
         except Exception:  # the heartbeat time-out still re-queues it
             log.exception("could not re-queue job %s on shutdown", request.args[0])
-        if request.worker_pid and _worker is not None:
-            _worker.pool.terminate_job(request.worker_pid, signal.SIGKILL)
+    if _worker is None or not requests:
+        return
+    pids = {request.worker_pid for request in requests if request.worker_pid}
+    if any(not request.worker_pid for request in requests):
+        # Which process runs it is not known yet: end them all (their jobs are re-queued;
+        # an idle one only saves the warm shutdown the wait).
+        pids |= set(_worker.pool.info.get("processes", []))
+    for pid in pids:
+        _worker.pool.terminate_job(pid, signal.SIGKILL)
 
 
 @worker_process_init.connect
