@@ -9,12 +9,13 @@ skip, unless NETKILN_REQUIRE_SERVICES=1 (set by .ci/run), where they fail.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -133,6 +134,13 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 # --- data the tests make ---------------------------------------------------------------
+
+
+def npz(**arrays: Any) -> bytes:
+    """An ``.npz`` file's bytes, as a client uploads it (``POST /v1/datasets``)."""
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

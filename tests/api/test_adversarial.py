@@ -29,7 +29,7 @@ from sqlalchemy import delete
 from models.db import transaction
 from models.tables import Job
 from tests.api.test_jobs import SPEC
-from tests.conftest import Backend, api_client
+from tests.conftest import Backend, api_client, npz
 
 Send = Callable[[TestClient, "Seeded"], httpx.Response]
 
@@ -70,12 +70,6 @@ def _layer(layer: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
 
 def _cursor(*items: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(items)).encode()).decode().rstrip("=")
-
-
-def _npz(**arrays: Any) -> bytes:
-    out = io.BytesIO()
-    np.savez(out, **arrays)
-    return out.getvalue()
 
 
 def _upload_dataset(content: bytes, filename: str, **form: str) -> Send:
@@ -128,7 +122,7 @@ TABLE = [
     Hostile(
         "npz-zero-width-2^20-rows",
         "500s",
-        _upload_dataset(_npz(x_train=np.ones((2**20, 0)), y_train=np.zeros(2**20)), "d.npz"),
+        _upload_dataset(npz(x_train=np.ones((2**20, 0)), y_train=np.zeros(2**20)), "d.npz"),
         422,
         "every dimension must be at least 1",
     ),

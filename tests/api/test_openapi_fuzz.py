@@ -27,7 +27,6 @@ hypothesis test of its own under pytest's subtests, built from the public
 from __future__ import annotations
 
 import base64
-import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -69,7 +68,7 @@ from models.tables import (
     JobStatus,
 )
 from models.tenancy import set_limits
-from tests.conftest import Backend, auth_headers
+from tests.conftest import Backend, auth_headers, npz
 
 Operation = APIOperation[Any, Any, Any, Any]
 Case = schemathesis.Case[Any]
@@ -228,10 +227,8 @@ def _seed(
 
 
 def _npz_bytes() -> bytes:
-    buffer = io.BytesIO()
     rng = np.random.default_rng(0)
-    np.savez(buffer, x_train=rng.random((40, 4)), y_train=rng.integers(0, 2, 40))
-    return buffer.getvalue()
+    return npz(x_train=rng.random((40, 4)), y_train=rng.integers(0, 2, 40))
 
 
 def _clean_up(backend: Backend, database_url: str, tenant: str) -> None:

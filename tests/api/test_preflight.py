@@ -5,7 +5,6 @@ looks wrong is a warning with a stable code."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.spec.examples import DIGITS_SPEC
-from tests.conftest import Backend, api_client
+from tests.conftest import Backend, api_client, npz
 
 Change = Callable[[dict[str, Any]], None]
 OUTPUT = ["model", "layers", 4]  # DIGITS_SPEC's last layer
@@ -184,9 +183,8 @@ def test_suspicious_choices_are_warnings_with_stable_codes(client: TestClient) -
 
 def test_uploaded_float_targets_refuse_a_classification_loss(client: TestClient) -> None:
     rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    np.savez(buffer, x_train=rng.random((30, 3), dtype=np.float32), y_train=rng.random(30))
-    upload = client.post("/v1/datasets", files={"file": ("values.npz", buffer.getvalue())})
+    data = npz(x_train=rng.random((30, 3), dtype=np.float32), y_train=rng.random(30))
+    upload = client.post("/v1/datasets", files={"file": ("values.npz", data)})
     assert upload.status_code == 201, upload.text
     spec = {
         "dataset": {"id": upload.json()["id"], "preprocessing": "none"},
@@ -272,9 +270,8 @@ def uploads(client: TestClient) -> dict[str, str]:
         ("values", rng.random(60)),
         ("rows", rng.random((60, 2))),
     ):
-        buffer = io.BytesIO()
-        np.savez(buffer, x_train=x, y_train=y)
-        upload = client.post("/v1/datasets", files={"file": (f"{name}.npz", buffer.getvalue())})
+        data = npz(x_train=x, y_train=y)
+        upload = client.post("/v1/datasets", files={"file": (f"{name}.npz", data)})
         assert upload.status_code == 201, upload.text
         ids[name] = upload.json()["id"]
     return ids

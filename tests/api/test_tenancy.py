@@ -6,7 +6,6 @@ each limit answers with its own 4xx naming the limit, and keys stay out of logs 
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import re
 import time
@@ -31,7 +30,7 @@ from models.spec import TrainJobSpec
 from models.summary import summarize
 from models.tables import ApiKey, Artifact, BaseModel, Dataset, EpochMetrics, Job, JobStatus
 from models.tenancy import create_key, revoke_keys, set_limits
-from tests.conftest import Backend, auth_headers
+from tests.conftest import Backend, auth_headers, npz
 from worker.jobstore import JobStore
 
 SPEC: dict[str, Any] = {
@@ -53,10 +52,8 @@ SPEC_PARAMS = 1210
 
 
 def npz_bytes() -> bytes:
-    buffer = io.BytesIO()
     rng = np.random.default_rng(0)
-    np.savez(buffer, x_train=rng.random((40, 4)), y_train=rng.integers(0, 2, 40))
-    return buffer.getvalue()
+    return npz(x_train=rng.random((40, 4)), y_train=rng.integers(0, 2, 40))
 
 
 @dataclass

@@ -4,7 +4,6 @@ cuts or unusable bases are 422s pointing at the field."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import Backend, api_client
+from tests.conftest import Backend, api_client, npz
 
 HEAD = [{"type": "Dense", "units": 2, "activation": "softmax"}]
 
@@ -46,13 +45,8 @@ def uploaded(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> di
 def upload_dataset(client: TestClient, shape: tuple[int, ...], classes: int = 2) -> str:
     """An uploaded dataset whose examples fit a base (preflight holds specs to the data)."""
     rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        x_train=rng.random((40, *shape), dtype=np.float32),
-        y_train=np.arange(40) % classes,
-    )
-    response = client.post("/v1/datasets", files={"file": ("data.npz", buffer.getvalue())})
+    data = npz(x_train=rng.random((40, *shape), dtype=np.float32), y_train=np.arange(40) % classes)
+    response = client.post("/v1/datasets", files={"file": ("data.npz", data)})
     assert response.status_code == 201, response.text
     dataset_id: str = response.json()["id"]
     return dataset_id

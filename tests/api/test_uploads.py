@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select
 from core.storage import open_store, upload_key
 from models.db import transaction
 from models.tables import BaseModel, Dataset
-from tests.conftest import Backend, api_client
+from tests.conftest import Backend, api_client, npz
 from worker.build.custom_layers import RReLU
 
 
@@ -171,12 +171,6 @@ def rezip(source: bytes, extra: dict[str, bytes], compression: int = zipfile.ZIP
                 archive.writestr(member, original.read(member))
         for name, data in extra.items():
             archive.writestr(name, data, compress_type=compression)
-    return out.getvalue()
-
-
-def npz(**arrays: Any) -> bytes:
-    out = io.BytesIO()
-    np.savez(out, **arrays)
     return out.getvalue()
 
 

@@ -9,7 +9,6 @@ process (SIGSTOP) the moment its folder appears, then kills it (SIGKILL)."""
 from __future__ import annotations
 
 import copy
-import io
 import os
 import signal
 import threading
@@ -26,6 +25,7 @@ from models.db import session_factory
 from models.spec.examples import DIGITS_SPEC
 from models.tables import Dataset
 from netkiln.harness import Process
+from tests.conftest import npz
 from tests.e2e.conftest import PATIENCE, UNENDING, Service
 
 pytestmark = pytest.mark.e2e
@@ -53,13 +53,10 @@ def freeze_when_staging(service: Service, process: Process, seconds: float) -> P
 def large_npz() -> bytes:
     """~24 MB: staging, reading and rewriting it takes long enough to be caught."""
     rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
+    return npz(
         x_train=rng.random((30_000, 200), dtype=np.float32),
         y_train=rng.integers(0, 10, 30_000),
     )
-    return buffer.getvalue()
 
 
 def test_api_killed_while_staging_an_upload(service: Service) -> None:

@@ -4,7 +4,6 @@ processes, on both backends; the downloaded models reproduce the recorded evalua
 from __future__ import annotations
 
 import copy
-import io
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from models.spec import DatasetSpec
 from models.spec.examples import DIGITS_SPEC
+from tests.conftest import npz
 from tests.e2e.conftest import Service
 from worker.data import load_dataset
 
@@ -87,9 +87,8 @@ def test_job_trains_and_models_reproduce_recorded_evaluation(
 
 
 def overflowing_spec(client: httpx.Client) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    np.savez(buffer, x_train=np.full((8, 4), 1e39), y_train=np.arange(8) % 2)
-    upload = client.post("/v1/datasets", files={"file": ("huge.npz", buffer.getvalue())})
+    data = npz(x_train=np.full((8, 4), 1e39), y_train=np.arange(8) % 2)
+    upload = client.post("/v1/datasets", files={"file": ("huge.npz", data)})
     assert upload.status_code == 201, upload.text
     return {
         "name": "overflows-float32",
@@ -107,9 +106,8 @@ def out_of_memory_spec(client: httpx.Client) -> dict[str, Any]:
     """A model whose first kernel (200,000 × 65,536 floats, 52 GB) no allocator on this
     machine grants: TensorFlow raises ResourceExhaustedError while building it, the same
     error a GPU out of memory raises, without touching the machine's real memory."""
-    buffer = io.BytesIO()
-    np.savez(buffer, x_train=np.zeros((8, 4, 50_000), "float32"), y_train=np.arange(8) % 2)
-    upload = client.post("/v1/datasets", files={"file": ("wide.npz", buffer.getvalue())})
+    data = npz(x_train=np.zeros((8, 4, 50_000), "float32"), y_train=np.arange(8) % 2)
+    upload = client.post("/v1/datasets", files={"file": ("wide.npz", data)})
     assert upload.status_code == 201, upload.text
     return {
         "name": "too-big-for-memory",
@@ -261,16 +259,14 @@ def test_a_test_split_the_model_overflows_on_fails_invalid_data(service: Service
     """Training finite, evaluation not (the test inputs are 1e30): the job fails with the
     reason, rather than storing NaN metrics (PostgreSQL's jsonb cannot hold them)."""
     rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
+    data = npz(
         x_train=rng.random((16, 4), dtype=np.float32),
         y_train=rng.random(16),
         x_test=np.full((4, 4), 1e30, np.float32),
         y_test=rng.random(4),
     )
     with service.client() as client:
-        upload = client.post("/v1/datasets", files={"file": ("far.npz", buffer.getvalue())})
+        upload = client.post("/v1/datasets", files={"file": ("far.npz", data)})
         assert upload.status_code == 201, upload.text
         spec = {
             "name": "overflows-on-test",
