@@ -23,7 +23,6 @@ from datetime import timedelta
 
 from celery import Celery
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
 
 from core.queue import dispatch
 from core.settings import Settings
@@ -62,7 +61,7 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
             silent = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
             reason = f"worker {job.worker_host} stopped responding during attempt {job.attempt}"
             outcome = end_lost_attempt(
-                session, job, "worker_lost", f"{reason}; all {job.max_attempts} attempts used"
+                job, "worker_lost", f"{reason}; all {job.max_attempts} attempts used"
             )
             {
                 JobStatus.CANCELLED: report.cancelled,
@@ -90,7 +89,7 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
     return report
 
 
-def end_lost_attempt(session: Session, job: Job, code: str, message: str) -> JobStatus:
+def end_lost_attempt(job: Job, code: str, message: str) -> JobStatus:
     """A running attempt is gone (silent, or its process died): the job ends cancelled if a
     cancel was pending, fails with ``code`` once its attempts are used up, and otherwise
     goes back to the queue for the reconciler to send. Returns the new status."""
@@ -120,7 +119,6 @@ def record_crash(settings: Settings, job_id: uuid.UUID, host: str, reason: str) 
             return False
         what = f"the worker process died during attempt {job.attempt} ({reason})"
         end_lost_attempt(
-            session,
             job,
             "worker_crashed",
             f"{what}; it died in all {job.max_attempts} attempts, so the job is not "
