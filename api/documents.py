@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -191,7 +191,7 @@ def _progress(
     if status != JobStatus.RUNNING or started_at is None or fraction <= 0:
         return fraction, None
     if started_at.tzinfo is None:  # SQLite, through listed_columns()
-        started_at = started_at.replace(tzinfo=utcnow().tzinfo)
+        started_at = started_at.replace(tzinfo=UTC)
     elapsed = (utcnow() - started_at).total_seconds()
     return fraction, max(elapsed / fraction * (1 - fraction), 0.0)
 
@@ -208,4 +208,4 @@ def job_id_of(row: Sequence[Any]) -> uuid.UUID:
 
 def created_at_of(row: Sequence[Any]) -> datetime:
     created_at: datetime = row[COLUMNS.index("created_at")]
-    return created_at if created_at.tzinfo else created_at.replace(tzinfo=utcnow().tzinfo)
+    return created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)

@@ -70,7 +70,7 @@ def dry_run(session: Session, spec: AnyJobSpec, caller: Caller) -> DryRunOut:
     """What the job would be, checked against the caller's limits on the job itself (not
     on the queue it would join); nothing is stored."""
     inspection = _inspect(session, spec, caller)
-    check_job_limits(session, spec, caller, inspection.summary)
+    check_job_limits(spec, caller, inspection)
     return DryRunOut(
         spec=spec.model_dump(mode="json"),
         summary=inspection.summary,
@@ -96,7 +96,7 @@ def submit(
         if existing is not None:
             return Submitted(existing, created=False)
     inspection = _inspect(session, spec, caller)
-    check_job_limits(session, spec, caller, inspection.summary)
+    check_job_limits(spec, caller, inspection)
     try:
         # Count and insert as one step per tenant, so concurrent submits cannot all take
         # the last free queue slot.

@@ -7,11 +7,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.errors import LimitExceeded
-from models.kinds import kind_of
-from models.preflight import data_facts
+from models.kinds import Inspection, kind_of
 from models.spec import AnyJobSpec
-from models.spec.data import DatasetSpec
-from models.summary import ModelSummary
 from models.tables import JobStatus
 from models.tenancy import Caller, count_jobs
 
@@ -34,10 +31,10 @@ def check_queue_room(session: Session, caller: Caller) -> None:
         )
 
 
-def check_job_limits(
-    session: Session, spec: AnyJobSpec, caller: Caller, summary: ModelSummary
-) -> None:
-    """Raise :class:`LimitExceeded` for the first limit the job itself breaks."""
+def check_job_limits(spec: AnyJobSpec, caller: Caller, inspection: Inspection) -> None:
+    """Raise :class:`LimitExceeded` for the first limit the job itself breaks, from what
+    the dry run found: the model's counts and the data's sizes."""
+    summary, sizes = inspection.summary, inspection.sizes
     limits = caller.limits
     max_params = limits.max_params
     if max_params is not None and summary.total > max_params:
@@ -50,7 +47,7 @@ def check_job_limits(
             loc=kind_of(spec).model_loc,
         )
     if limits.max_epoch_examples is not None:
-        examples = training_examples(session, spec.dataset)
+        examples = sizes.train + sizes.validation  # the training split, before validation
         work = spec.total_epochs * examples
         if work > limits.max_epoch_examples:
             raise LimitExceeded(
@@ -62,7 +59,3 @@ def check_job_limits(
                 loc=kind_of(spec).epochs_loc,
             )
 
-
-def training_examples(session: Session, dataset: DatasetSpec) -> int:
-    """Examples in the training split after ``classes`` and ``limit``."""
-    return data_facts(session, dataset).n_train

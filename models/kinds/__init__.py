@@ -35,7 +35,8 @@ def inspect(session: Session, spec: AnyJobSpec, tenant: str) -> Inspection:
     kind = kind_of(spec)
     inspection = kind.inspect(session, spec, tenant)
     checked = preflight(session, spec, inspection.summary, kind.fit_plan(spec), kind.model_loc)
-    return Inspection(inspection.summary, [*inspection.warnings, *checked.warnings], checked.sizes)
+    warnings = [*inspection.warnings, *checked.warnings]
+    return Inspection(inspection.summary, warnings, sizes=checked.sizes)
 
 
 __all__ = [

@@ -38,14 +38,21 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class Inspection:
-    """The dry run: every kind knows its model's layers and counts (a transfer base whose
-    shapes cannot be followed to the cut is refused), so limits always have a count."""
+class ModelInspection:
+    """What a kind reads from its spec alone: every kind knows its model's layers and
+    counts (a transfer base whose shapes cannot be followed to the cut is refused), so
+    limits always have a count."""
 
     summary: ModelSummary
     warnings: list[SpecWarning] = field(default_factory=list)
-    #: Filled in by the preflight (``models/preflight.py``), which reads the data.
-    sizes: DataSizes | None = None
+
+
+@dataclass(frozen=True)
+class Inspection(ModelInspection):
+    """The dry run: the kind's inspection, checked against the data by the preflight
+    (``models/preflight.py``), with the examples the job will use."""
+
+    sizes: DataSizes = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ class JobKind(ABC, Generic[SpecT]):
     epochs_loc: ClassVar[Loc]
 
     @abstractmethod
-    def inspect(self, session: Session, spec: SpecT, tenant: str) -> Inspection:
+    def inspect(self, session: Session, spec: SpecT, tenant: str) -> ModelInspection:
         """The dry run. What the spec refers to must belong to ``tenant``; another
         tenant's ids read as unknown (:class:`SpecError`)."""
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from sqlalchemy.orm import Session
 
-from models.kinds.base import FitPlan, Inspection, JobKind, Loc, Stage, summarize_at
+from models.kinds.base import FitPlan, JobKind, Loc, ModelInspection, Stage, summarize_at
 from models.spec import PretrainJobSpec
 
 
@@ -16,9 +16,9 @@ class PretrainKind(JobKind[PretrainJobSpec]):
     model_loc: ClassVar[Loc] = ["encoder"]
     epochs_loc: ClassVar[Loc] = ["fit", "epochs"]
 
-    def inspect(self, session: Session, spec: PretrainJobSpec, tenant: str) -> Inspection:
+    def inspect(self, session: Session, spec: PretrainJobSpec, tenant: str) -> ModelInspection:
         # The job's model is the encoder; the decoder is scaffolding for training it.
-        return Inspection(summarize_at(spec.encoder, spec.batch_size, self.model_loc))
+        return ModelInspection(summarize_at(spec.encoder, spec.batch_size, self.model_loc))
 
     def fit_plan(self, spec: PretrainJobSpec) -> FitPlan:
         return FitPlan(

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from sqlalchemy.orm import Session
 
-from models.kinds.base import FitPlan, Inspection, JobKind, Loc, Stage, summarize_at
+from models.kinds.base import FitPlan, JobKind, Loc, ModelInspection, Stage, summarize_at
 from models.spec import TrainJobSpec
 from models.spec.lint import lint
 
@@ -16,8 +16,9 @@ class TrainKind(JobKind[TrainJobSpec]):
     model_loc: ClassVar[Loc] = ["model"]
     epochs_loc: ClassVar[Loc] = ["fit", "epochs"]
 
-    def inspect(self, session: Session, spec: TrainJobSpec, tenant: str) -> Inspection:
-        return Inspection(summarize_at(spec.model, spec.batch_size, self.model_loc), lint(spec))
+    def inspect(self, session: Session, spec: TrainJobSpec, tenant: str) -> ModelInspection:
+        summary = summarize_at(spec.model, spec.batch_size, self.model_loc)
+        return ModelInspection(summary, lint(spec))
 
     def fit_plan(self, spec: TrainJobSpec) -> FitPlan:
         return FitPlan(

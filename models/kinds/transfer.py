@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from models.kinds.base import FitPlan, Inspection, JobKind, Loc, SpecError, Stage, summarize_at
+from models.kinds.base import FitPlan, JobKind, Loc, ModelInspection, SpecError, Stage, summarize_at
 from models.spec import ModelSpec, TransferJobSpec
 from models.spec.base import MAX_RANK, MAX_UNITS
 from models.spec.transfer import JobBase
@@ -23,7 +23,7 @@ class TransferKind(JobKind[TransferJobSpec]):
     model_loc: ClassVar[Loc] = ["head"]
     epochs_loc: ClassVar[Loc] = ["phases"]
 
-    def inspect(self, session: Session, spec: TransferJobSpec, tenant: str) -> Inspection:
+    def inspect(self, session: Session, spec: TransferJobSpec, tenant: str) -> ModelInspection:
         base_summary = _base_summary(session, spec, tenant)
         rows = base_summary["layers"]
         names = [row["name"] for row in rows]
@@ -45,7 +45,8 @@ class TransferKind(JobKind[TransferJobSpec]):
                 ["cut"],
             ) from exc
         head = summarize_at(head_model, spec.batch_size, self.model_loc)
-        return Inspection(_joined(spec, base_summary["input_shape"], rows[:kept], head), warnings)
+        summary = _joined(spec, base_summary["input_shape"], rows[:kept], head)
+        return ModelInspection(summary, warnings)
 
     def fit_plan(self, spec: TransferJobSpec) -> FitPlan:
         return FitPlan(
