@@ -131,9 +131,7 @@ class EventFeeds:
             return self._events(session, job_id, after, until)
 
     @staticmethod
-    def _events(
-        session: Session, job_id: uuid.UUID, after: int, until: int | None
-    ) -> list[Event]:
+    def _events(session: Session, job_id: uuid.UUID, after: int, until: int | None) -> list[Event]:
         query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
         if until is not None:
             query = query.where(JobEvent.id <= until)

@@ -61,7 +61,6 @@ def celery_memory_kib(megabytes: int | None) -> int | None:
     return None if megabytes is None else megabytes * 1024
 
 
-
 def dispatch(celery: Celery, database_url: str, job_id: uuid.UUID) -> None:
     """Send the job's message, then note when. Only ever called with the id of a committed
     row (by the API after its commit, by a worker's reconciler). A duplicate message is

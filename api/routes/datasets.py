@@ -59,9 +59,7 @@ def upload_dataset(
     name: Annotated[str | None, Form(max_length=200, pattern=PRINTABLE)] = None,
     label: Annotated[
         str,
-        Form(
-            min_length=1, max_length=200, pattern=PRINTABLE, description="CSV: the label column."
-        ),
+        Form(min_length=1, max_length=200, pattern=PRINTABLE, description="CSV: the label column."),
     ] = "label",
     test_fraction: Annotated[
         float,

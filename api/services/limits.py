@@ -58,4 +58,3 @@ def check_job_limits(spec: AnyJobSpec, caller: Caller, inspection: Inspection) -
                 status_code=422,
                 loc=kind_of(spec).epochs_loc,
             )
-

@@ -68,9 +68,7 @@ def _cut_shape(base_summary: dict[str, Any], rows: list[dict[str, Any]], kept: i
         )
     shape = rows[kept - 1].get("output_shape") if kept else base_summary["input_shape"]
     if not shape or any(dim is None for dim in shape[1:]):
-        unknown = next(
-            (row for row in rows[:kept] if not row.get("output_shape")), rows[kept - 1]
-        )
+        unknown = next((row for row in rows[:kept] if not row.get("output_shape")), rows[kept - 1])
         raise SpecError(
             f"the base's output shape at the cut could not be inferred (from layer "
             f"{unknown['name']!r}, a {unknown['type']}, on the inspection cannot follow "

@@ -311,9 +311,7 @@ class TestValidation:
         assert api.job_count() == jobs_before
         assert len(api.enqueued_job_ids()) == enqueued_before
 
-    def test_a_union_field_reports_the_form_that_was_sent_at_its_own_path(
-        self, api: Api
-    ) -> None:
+    def test_a_union_field_reports_the_form_that_was_sent_at_its_own_path(self, api: Api) -> None:
         """learning_rate is a number or a schedule: a number out of range gets one error
         at learning_rate, not pydantic's branch names and the schedule's complaints too."""
         lr = ["body", "compile", "optimizer", "SGD", "learning_rate"]

@@ -84,6 +84,7 @@ def test_a_timeout_the_loop_never_sees_ends_the_job_and_its_process(database_url
 
 def test_a_cancel_the_loop_never_sees_ends_the_job_cancelled(database_url: str) -> None:
     job_id = _queued_job(database_url)
+
     def cancel_once_running() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
