@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.limits import Limits
@@ -31,8 +31,34 @@ class Settings(BaseSettings):
     )
     artifacts_url: str | None = Field(
         default=None,
-        description="Where models, checkpoints and uploads are stored (core.storage); "
+        description="Where models, checkpoints and uploads are stored (core.storage): a "
+        "folder (file:///srv/netkiln) or an S3-compatible bucket (s3://bucket/prefix); "
         "default the data folder (file://<data_dir>).",
+    )
+    s3_endpoint_url: str = Field(
+        default="https://s3.amazonaws.com",
+        description="The S3-compatible server of an s3:// artifacts URL (MinIO, Ceph, "
+        "SeaweedFS: e.g. http://store:8333).",
+    )
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="With s3_secret_access_key; unset: AWS_ACCESS_KEY_ID/"
+        "AWS_SECRET_ACCESS_KEY or the host's IAM role.",
+    )
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str | None = Field(default=None, description="Default: asked of the server.")
+    store_retry_seconds: float = Field(
+        default=120,
+        ge=0,
+        description="How long a store that does not answer (or answers 5xx) is retried, with "
+        "backoff, before the operation fails; a job then ends storage_unavailable.",
+    )
+    cache_max_mb: int = Field(
+        default=4096,
+        ge=0,
+        description="Per host: objects fetched from an s3:// store (base models, datasets, "
+        "checkpoints) are kept under <data_dir>/cache by their sha256, the least recently "
+        "used removed past this size.",
     )
     auth: Literal["keys", "none"] = Field(
         default="keys",
@@ -187,6 +213,11 @@ class Settings(BaseSettings):
     @property
     def resolved_artifacts_url(self) -> str:
         return self.artifacts_url or self.data_dir.as_uri()
+
+    @property
+    def cache_dir(self) -> Path:
+        """Local copies of objects of a remote artifact store, by content."""
+        return self.data_dir / "cache"
 
     @property
     def staging_dir(self) -> Path:

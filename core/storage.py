@@ -12,9 +12,12 @@ Writes are atomic from a reader's view: a file is prepared in :meth:`~ArtifactSt
 (a private folder on local disk), then :meth:`~ArtifactStore.put` publishes it whole, so no
 reader — a download, a resuming worker — ever sees half an object.
 
+Keys start with the tenant's folder (``tenants/<tenant>/…``), then a random id: one
+tenant's objects never share a prefix with another's, and no key can be guessed.
+
 Backends register by URL scheme in :data:`BACKENDS`; :func:`open_store` picks one from
-``NETKILN_ARTIFACTS_URL``. ``file://`` (a local or shared folder) is the first; an object
-store is one more subclass of :class:`ArtifactStore`.
+``NETKILN_ARTIFACTS_URL``: ``file://`` (a local or shared folder) or ``s3://`` (any
+S3-compatible object store, :mod:`core.s3store`).
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ import socket
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Literal
 from urllib.parse import unquote, urlparse
 
-from core.settings import Settings
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -51,14 +55,19 @@ class StoredObject:
     sha256: str
 
 
-def job_key(job_id: uuid.UUID, filename: str) -> str:
+class StorageUnavailable(OSError):
+    """The store did not answer, or refused, for longer than the backend retries
+    (``NETKILN_STORE_RETRY_SECONDS``): an outage, not a missing object."""
+
+
+def job_key(tenant: str, job_id: uuid.UUID, filename: str) -> str:
     """A job's artifact: its trained model (``model.keras``, ``model.h5``) or checkpoint."""
-    return f"artifacts/{job_id}/{filename}"
+    return f"tenants/{tenant}/jobs/{job_id}/{filename}"
 
 
-def upload_key(kind: UploadKind, upload_id: uuid.UUID, filename: str) -> str:
+def upload_key(tenant: str, kind: UploadKind, upload_id: uuid.UUID, filename: str) -> str:
     """An uploaded base model or dataset, as accepted (after inspection)."""
-    return f"uploads/{kind}/{upload_id}/{filename}"
+    return f"tenants/{tenant}/uploads/{kind}/{upload_id}/{filename}"
 
 
 def sha256_file(path: Path) -> str:
@@ -79,6 +88,10 @@ class ArtifactStore(ABC):
     def __init__(self, url: str, staging_root: Path) -> None:
         self.url = url.rstrip("/")
         self.staging_root = staging_root
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArtifactStore:
+        return cls(settings.resolved_artifacts_url, settings.staging_dir)
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -105,8 +118,13 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def local_path(self, uri: str) -> Path:
-        """A local file with the object's bytes, for readers that need a path (Keras,
-        numpy, a file response). ``FileNotFoundError`` if the object does not exist."""
+        """A local file with the object's bytes and its key's suffix, for readers that
+        need a path (Keras, numpy). ``FileNotFoundError`` if the object does not exist."""
+
+    @abstractmethod
+    def stream(self, uri: str) -> Iterator[bytes]:
+        """The object's bytes in chunks, for a download. The object is opened before this
+        returns, so a missing one raises ``FileNotFoundError`` here, not mid-response."""
 
     @abstractmethod
     def exists(self, uri: str) -> bool: ...
@@ -156,6 +174,9 @@ class LocalStore(ArtifactStore):
             raise FileNotFoundError(f"no object at {uri}")
         return path
 
+    def stream(self, uri: str) -> Iterator[bytes]:
+        return _chunks(self.local_path(uri).open("rb"))
+
     def exists(self, uri: str) -> bool:
         return self._path_of_uri(uri).is_file()
 
@@ -191,6 +212,12 @@ def _file_path(uri: str) -> Path:
     return Path(unquote(parsed.path)).resolve()
 
 
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while block := handle.read(CHUNK_BYTES):
+            yield block
+
+
 @contextmanager
 def _owned_folder(parent: Path) -> Iterator[Path]:
     """A new folder in ``parent`` named for this host and process, removed on exit."""
@@ -210,7 +237,7 @@ def _sweep(parent: Path) -> list[Path]:
     removed = []
     for folder in parent.glob(f"{prefix}*"):
         owner = folder.name.removeprefix(prefix).partition("-")[0]
-        if owner.isdigit() and not _running(int(owner)):
+        if owner.isdigit() and not process_running(int(owner)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -220,7 +247,8 @@ def _staging_prefix() -> str:
     return f"stage-{socket.gethostname()}-"
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -240,8 +268,17 @@ def _zombie(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
-#: Storage backends by URL scheme.
-BACKENDS: dict[str, type[ArtifactStore]] = {LocalStore.scheme: LocalStore}
+def _s3_store() -> type[ArtifactStore]:
+    from core.s3store import S3Store  # its client library loads only where it is used
+
+    return S3Store
+
+
+#: Storage backends by URL scheme, each loaded when a store of its scheme is opened.
+BACKENDS: dict[str, Callable[[], type[ArtifactStore]]] = {
+    LocalStore.scheme: lambda: LocalStore,
+    "s3": _s3_store,
+}
 
 
 def open_store(settings: Settings) -> ArtifactStore:
@@ -253,4 +290,4 @@ def open_store(settings: Settings) -> ArtifactStore:
     if backend is None:
         known = ", ".join(f"{name}://" for name in sorted(BACKENDS))
         raise ValueError(f"NETKILN_ARTIFACTS_URL {url!r}: unknown scheme; use one of {known}")
-    return backend(url, settings.staging_dir)
+    return backend().from_settings(settings)

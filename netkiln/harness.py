@@ -121,9 +121,14 @@ class Process:
 
 def spawn(args: list[str], env: Mapping[str, str], log: Path) -> Process:
     """``netkiln <args>`` in a new session, appending its output to ``log``."""
+    return spawn_command([sys.executable, "-m", "netkiln", *args], env, log)
+
+
+def spawn_command(command: list[str], env: Mapping[str, str], log: Path) -> Process:
+    """Any program in a new session, appending its output to ``log``."""
     with log.open("ab") as handle:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "netkiln", *args],
+            command,
             env=dict(env),
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -219,9 +224,11 @@ class Stack:
         self.processes["api"].stop()
         self.start_api(timeout=timeout)
 
-    def start_worker(self) -> Process:
-        process = spawn(["worker"], self.env, self.logs / "worker.log")
-        self.processes["worker"] = process
+    def start_worker(self, name: str = "worker", **settings: str) -> Process:
+        """A worker named ``name``; ``settings`` (``NETKILN_*``) override the stack's for
+        it alone, e.g. a data folder of its own, as a worker on another host has."""
+        process = spawn(["worker"], {**self.env, **settings}, self.logs / f"{name}.log")
+        self.processes[name] = process
         return process
 
     def wait_ready(self, timeout: float = 120) -> None:

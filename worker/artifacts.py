@@ -24,8 +24,9 @@ StoredArtifacts = dict[ArtifactFormat, StoredObject]
 
 
 class JobArtifacts:
-    def __init__(self, store: ArtifactStore, job_id: uuid.UUID) -> None:
+    def __init__(self, store: ArtifactStore, tenant: str, job_id: uuid.UUID) -> None:
         self.store = store
+        self.tenant = tenant
         self.job_id = job_id
 
     def save_model(self, model: keras.Model) -> StoredArtifacts:
@@ -46,4 +47,4 @@ class JobArtifacts:
             # Keras picks the format from the suffix, so the staged name is the final one.
             staged = folder / filename
             model.save(staged)
-            return self.store.put(job_key(self.job_id, filename), staged)
+            return self.store.put(job_key(self.tenant, self.job_id, filename), staged)

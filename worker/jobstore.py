@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Claim:
+    tenant: str
     spec: dict[str, Any]
     attempt: int
     checkpoint_epoch: int | None
@@ -68,7 +69,9 @@ class JobStore:
                     Artifact.format == ArtifactFormat.CHECKPOINT.value,
                 )
             ).one_or_none()
-            return Claim(dict(job.spec), job.attempt, job.checkpoint_epoch, checkpoint_uri)
+            return Claim(
+                job.tenant_id, dict(job.spec), job.attempt, job.checkpoint_epoch, checkpoint_uri
+            )
 
     @staticmethod
     def _tenant_is_busy(session: Session, job: Job, default_limits: Limits) -> bool:

@@ -34,7 +34,7 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         log.info("job %s is not to run now (not queued, or its tenant is busy)", job_id)
         return
     artifact_store = open_store(settings)
-    artifacts = JobArtifacts(artifact_store, job_id)
+    artifacts = JobArtifacts(artifact_store, claim.tenant, job_id)
     max_runtime = claim.spec.get("max_runtime")
     control = Control(
         store,
@@ -58,9 +58,7 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
             result = train(spec, store, control, artifacts, resolver, resume)
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
-            store.succeed(
-                result.test_metrics, artifacts.save_model(result.model), result.chance
-            )
+            store.succeed(result.test_metrics, artifacts.save_model(result.model), result.chance)
             del result  # its model holds the job's graphs, which the teardown below frees
     except LostOwnership:
         log.warning("job %s: re-queued to another attempt; dropping this one", job_id)

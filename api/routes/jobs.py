@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -317,7 +317,7 @@ def get_metrics(job: JobDep, session: SessionDep) -> MetricsOut:
 
 @router.get(
     "/{job_id:uuid}/model",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {
             "content": {media: {"schema": BINARY} for media in MEDIA_TYPES.values()},
@@ -357,16 +357,19 @@ def download_model(
     if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     try:
-        path = store.local_path(artifact.uri)
+        chunks = store.stream(artifact.uri)
     except FileNotFoundError:
         raise NotFound(
             f"the {format} model of job {job.id} is missing from artifact storage"
         ) from None
     stem = job.name or str(job.id)
     safe_stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
-    return FileResponse(
-        path,
+    return StreamingResponse(
+        chunks,
         media_type=MEDIA_TYPES[format],
-        filename=f"{safe_stem}.{SUFFIXES[format]}",
-        headers={"ETag": etag},
+        headers={
+            "ETag": etag,
+            "Content-Length": str(artifact.size),
+            "Content-Disposition": f'attachment; filename="{safe_stem}.{SUFFIXES[format]}"',
+        },
     )

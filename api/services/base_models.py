@@ -43,6 +43,7 @@ def create(
         return publish(
             session,
             store,
+            caller.tenant,
             "models",
             f"model.{format}",
             staged,

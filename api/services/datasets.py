@@ -89,6 +89,7 @@ def create(
         return publish(
             session,
             store,
+            caller.tenant,
             "datasets",
             "data.npz",
             stored,

@@ -73,6 +73,7 @@ def stage(source: BinaryIO, folder: Path, limit: int) -> StagedFile:
 def publish(
     session: Session,
     store: ArtifactStore,
+    tenant: str,
     kind: UploadKind,
     filename: str,
     staged: StagedFile,
@@ -82,7 +83,7 @@ def publish(
     file: a row that cannot be inserted leaves nothing stored. The request's commit follows
     (:func:`commit_or_discard`)."""
     upload_id = uuid.uuid4()
-    key = upload_key(kind, upload_id, filename)
+    key = upload_key(tenant, kind, upload_id, filename)
     row = make_row(upload_id, store.uri_for(key))
     session.add(row)
     session.flush()

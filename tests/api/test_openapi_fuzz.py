@@ -170,7 +170,9 @@ def _seed(
     staged.write_bytes(b"PK not really a model; only its bytes are served")
     succeeded, queued, model = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     # One stored file serves as the job's artifacts and the uploaded model alike.
-    stored = open_store(app.state.settings).put(upload_key("models", model, "model.keras"), staged)
+    stored = open_store(app.state.settings).put(
+        upload_key("default", "models", model, "model.keras"), staged
+    )
     summary = summarize(TrainJobSpec.model_validate(SPEC).model).model_dump(mode="json")
     with transaction(database_url) as session:
         for job_id, status in ((succeeded, JobStatus.SUCCEEDED), (queued, JobStatus.QUEUED)):

@@ -104,7 +104,7 @@ def _tenant_a_owns(settings: Settings, a: TestClient, tenant: str, folder: Path)
     staged = folder / "model.keras"
     staged.write_bytes(b"PK not really a model; only its bytes are served")
     job_id = uuid.uuid4()
-    stored = open_store(settings).put(job_key(job_id, "model.keras"), staged)
+    stored = open_store(settings).put(job_key(tenant, job_id, "model.keras"), staged)
     with transaction(settings.resolved_database_url) as session:
         session.add(
             Job(
@@ -122,9 +122,7 @@ def _tenant_a_owns(settings: Settings, a: TestClient, tenant: str, folder: Path)
         session.add(EpochMetrics(job_id=job_id, epoch=1, values={"loss": 1.0}, seconds=0.1))
         for format in ("keras", "h5", "checkpoint"):
             session.add(
-                Artifact(
-                    job_id=job_id, format=format, uri=stored.uri, size=1, sha256="0" * 64
-                )
+                Artifact(job_id=job_id, format=format, uri=stored.uri, size=1, sha256="0" * 64)
             )
     dataset = a.post("/v1/datasets", files={"file": ("d.npz", npz_bytes())})
     assert dataset.status_code == 201, dataset.text

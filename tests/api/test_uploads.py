@@ -46,8 +46,8 @@ class Api:
         return self.client.post("/v1/datasets", files={"file": (filename, content)}, data=form)
 
     def stored(self) -> tuple[set[Path], int, int]:
-        """Files under uploads/, and the upload rows."""
-        root = self.backend.data_dir / "uploads"
+        """Files the store holds, and the upload rows."""
+        root = self.backend.data_dir / "tenants"
         files = {path for path in root.rglob("*") if path.is_file()}
         with transaction(self.database_url) as session:
             models = session.scalar(select(func.count()).select_from(BaseModel)) or 0
@@ -60,7 +60,7 @@ def api(backend: Backend) -> Iterator[Api]:
     with api_client(backend.settings()) as client:
         yield Api(client, backend)
     # The PostgreSQL database outlives this module: remove the rows of its uploads.
-    ours = f"{(backend.data_dir / 'uploads').resolve().as_uri()}/%"
+    ours = f"{(backend.data_dir / 'tenants').resolve().as_uri()}/%"
     with transaction(str(backend.settings().resolved_database_url)) as session:
         session.execute(delete(BaseModel).where(BaseModel.uri.like(ours)))
         session.execute(delete(Dataset).where(Dataset.uri.like(ours)))
@@ -212,7 +212,7 @@ class TestModelUpload:
             uri = row.uri
         store = open_store(api.backend.settings())
         model_id = uuid.UUID(body["id"])
-        assert uri == store.uri_for(upload_key("models", model_id, f"model.{suffix}"))
+        assert uri == store.uri_for(upload_key("default", "models", model_id, f"model.{suffix}"))
         path = store.local_path(uri)
         assert path.read_bytes() == content
 
@@ -455,7 +455,9 @@ class TestDatasetUpload:
             assert row is not None
             uri = row.uri
         store = open_store(api.backend.settings())
-        assert uri == store.uri_for(upload_key("datasets", uuid.UUID(dataset_id), "data.npz"))
+        assert uri == store.uri_for(
+            upload_key("default", "datasets", uuid.UUID(dataset_id), "data.npz")
+        )
         return store.local_path(uri)
 
 

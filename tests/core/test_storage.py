@@ -44,16 +44,16 @@ class TestPutAndRead:
         with store.staging() as folder:
             staged = _staged(store, folder, b"weights")
             digest = sha256_file(staged)
-            stored = store.put(job_key(job_id, "model.keras"), staged)
+            stored = store.put(job_key("default", job_id, "model.keras"), staged)
             assert not staged.exists()  # consumed
-        assert stored.uri == store.uri_for(job_key(job_id, "model.keras"))
+        assert stored.uri == store.uri_for(job_key("default", job_id, "model.keras"))
         assert (stored.size, stored.sha256) == (7, digest)
         assert store.local_path(stored.uri).read_bytes() == b"weights"
         assert store.exists(stored.uri)
         assert list(store.staging_root.iterdir()) == []
 
     def test_put_replaces_atomically_while_a_reader_reads(self, store: LocalStore) -> None:
-        key = job_key(uuid.uuid4(), "checkpoint.keras")
+        key = job_key("default", uuid.uuid4(), "checkpoint.keras")
         versions = [bytes([n]) * 200_000 for n in range(1, 30)]
         with store.staging() as folder:
             store.put(key, _staged(store, folder, versions[0]))
@@ -79,7 +79,7 @@ class TestPutAndRead:
         assert all(content in versions for content in seen)
 
     def test_missing_object(self, store: LocalStore) -> None:
-        uri = store.uri_for(upload_key("datasets", uuid.uuid4(), "data.npz"))
+        uri = store.uri_for(upload_key("default", "datasets", uuid.uuid4(), "data.npz"))
         assert not store.exists(uri)
         with pytest.raises(FileNotFoundError):
             store.local_path(uri)
@@ -90,21 +90,26 @@ class TestDelete:
         upload_id = uuid.uuid4()
         with store.staging() as folder:
             stored = store.put(
-                upload_key("models", upload_id, "model.keras"), _staged(store, folder, b"x")
+                upload_key("default", "models", upload_id, "model.keras"),
+                _staged(store, folder, b"x"),
             )
         store.delete(stored.uri)
         assert not store.exists(stored.uri)
-        assert not (store.root / "uploads" / "models" / str(upload_id)).exists()
+        assert not (
+            store.root / "tenants" / "default" / "uploads" / "models" / str(upload_id)
+        ).exists()
         assert store.root.is_dir()
         store.delete(stored.uri)  # a missing object is no error
 
     def test_delete_keeps_a_folder_other_objects_share(self, store: LocalStore) -> None:
         job_id = uuid.uuid4()
         with store.staging() as folder:
-            model = store.put(job_key(job_id, "model.keras"), _staged(store, folder, b"m"))
+            model = store.put(
+                job_key("default", job_id, "model.keras"), _staged(store, folder, b"m")
+            )
         with store.staging() as folder:
             checkpoint = store.put(
-                job_key(job_id, "checkpoint.keras"), _staged(store, folder, b"c")
+                job_key("default", job_id, "checkpoint.keras"), _staged(store, folder, b"c")
             )
         store.delete(model.uri)
         assert store.local_path(checkpoint.uri).read_bytes() == b"c"
@@ -126,7 +131,6 @@ class TestRefusals:
         settings = Settings(data_dir=tmp_path, artifacts_url="ftp://example/bucket")
         with pytest.raises(ValueError, match=r"unknown scheme; use one of file://"):
             open_store(settings)
-
 
 
 def test_clean_staging_removes_folders_of_dead_processes_only(store: LocalStore) -> None:
@@ -160,7 +164,9 @@ def test_put_from_another_file_system_publishes_whole_and_leaves_nothing(
     try:
         store = LocalStore((tmp_path / "store").as_uri(), staging)
         with store.staging() as folder:
-            stored = store.put(job_key(uuid.uuid4(), "model.keras"), _staged(store, folder, b"m"))
+            stored = store.put(
+                job_key("default", uuid.uuid4(), "model.keras"), _staged(store, folder, b"m")
+            )
         assert store.local_path(stored.uri).read_bytes() == b"m"
         assert list((tmp_path / "store" / PUBLISH_STAGING).iterdir()) == []
     finally:

@@ -100,7 +100,7 @@ def stored_sha256(service: Service, job_id: str) -> tuple[str, str]:
     with service.client() as client:
         job = client.get(f"/v1/jobs/{job_id}").json()
     artifact = next(item for item in job["artifacts"] if item["format"] == "keras")
-    path = Path(service.backend.data_dir) / "artifacts" / job_id / "model.keras"
+    path = Path(service.backend.data_dir) / "tenants" / "default" / "jobs" / job_id / "model.keras"
     return artifact["sha256"], hashlib.sha256(path.read_bytes()).hexdigest()
 
 
