@@ -17,6 +17,9 @@ ErrorCode = Literal[
     "worker_crashed",
     # A built-in dataset neither in the worker's Keras cache nor downloadable from it.
     "dataset_unavailable",
+    # The artifact store refused or did not answer for NETKILN_STORE_RETRY_SECONDS while
+    # the job read its inputs or wrote a checkpoint or its model.
+    "storage_unavailable",
     "internal",
 ]
 

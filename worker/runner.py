@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pydantic import ValidationError
 
 from core.settings import Settings
-from core.storage import open_store
+from core.storage import StorageUnavailable, open_store
 from models.spec import job_spec_adapter
 from worker.artifacts import JobArtifacts
 from worker.control import Control, JobCancelled
@@ -129,6 +129,11 @@ def classify(exc: BaseException) -> JobError:
         return JobError(
             "out_of_memory",
             "the model or batch did not fit in memory; lower batch_size or the layer sizes",
+        )
+    if isinstance(exc, StorageUnavailable):
+        return JobError(
+            "storage_unavailable",
+            f"the artifact store stayed unavailable: {exc}",
         )
     if isinstance(exc, ValidationError):
         return JobError("internal", f"stored spec no longer validates: {exc}")

