@@ -5,7 +5,11 @@ imports the other. Light on purpose: no TensorFlow, no FastAPI."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from functools import lru_cache
+from urllib.parse import urlparse
 
+import redis
 from celery import Celery
 from sqlalchemy import update
 
@@ -72,3 +76,44 @@ def dispatch(celery: Celery, database_url: str, job_id: uuid.UUID) -> None:
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
             .values(dispatched_at=utcnow())
         )
+
+
+# --- noticing a broker that lost its messages ------------------------------------------
+
+#: What the reconciler leaves in the broker: a broker that no longer holds it restarted
+#: without its data (a Redis without persistence) or was wiped, and lost every message.
+BROKER_MARKER = "netkiln.broker-marker"
+
+
+def _redis_marker_was_missing(settings: Settings) -> bool:
+    return bool(_redis_client(settings.resolved_broker_url).set(BROKER_MARKER, "1", nx=True))
+
+
+@lru_cache(maxsize=4)
+def _redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def _folder_marker_was_missing(settings: Settings) -> bool:
+    # Not among the messages: the filesystem transport reads only "*.msg" files.
+    try:
+        (settings.broker_dir / BROKER_MARKER).open("x").close()
+    except FileExistsError:
+        return False
+    return True
+
+
+#: Per broker URL scheme; a broker of another kind relies on ``redispatch_after`` alone.
+MARKER_CHECKS: dict[str, Callable[[Settings], bool]] = {
+    "redis": _redis_marker_was_missing,
+    "rediss": _redis_marker_was_missing,
+    "filesystem": _folder_marker_was_missing,
+}
+
+
+def broker_lost_messages(settings: Settings) -> bool:
+    """Leave the marker in the broker; True if it was not there (a broker that came back
+    empty, or one used for the first time): every queued job's message must be sent
+    again, rather than after ``redispatch_after``."""
+    check = MARKER_CHECKS.get(urlparse(settings.resolved_broker_url).scheme)
+    return check(settings) if check else False

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         "itself; past that (a hung build, data load or evaluation) its process is ended "
         "and the outcome recorded by the job's control thread.",
     )
+    database_retry_seconds: float = Field(
+        default=120,
+        ge=0,
+        description="How long a worker retries a job's writes (epochs, checkpoints, "
+        "outcome) while the database is unreachable (a restart, a failover) before the "
+        "job's attempt gives up.",
+    )
     heartbeat_timeout: float = Field(
         default=60.0, gt=0, description="A running job silent this long lost its worker."
     )

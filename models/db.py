@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: What a database that restarts, fails over or drops connections raises (and SQLite's
+#: "database is locked" past its busy timeout): the same statement may work again soon.
+UNREACHABLE = (OperationalError, InterfaceError)
 
 #: Every engine of this process, for :func:`forget_inherited_connections`.
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -70,3 +81,21 @@ def transaction(url: str) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error."""
     with session_factory(url)() as session, session.begin():
         yield session
+
+
+def retrying(operation: Callable[[], T], seconds: float, what: str) -> T:
+    """Run ``operation`` (a whole transaction), again with backoff while the database is
+    unreachable, for up to ``seconds``; then its error stands. Only for operations whose
+    repeat is harmless: a connection lost during COMMIT leaves it unknown whether the
+    first try took effect."""
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return operation()
+        except UNREACHABLE as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database unreachable (%s); retrying in %.1f s", what, exc.orig, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

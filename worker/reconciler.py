@@ -9,8 +9,10 @@ there); sweeps are compare-and-set updates, so any number of workers may run it.
   visibility timeout, which must exceed the longest job.
 - A queued job that was never dispatched (the broker was down when it was submitted, or
   it was just re-queued) is sent; one still queued ``redispatch_after`` seconds after its
-  last dispatch is sent again, in case the broker lost the message (a Redis without
-  persistence restarting). Duplicates cost nothing: only one delivery claims the row.
+  last dispatch is sent again, in case the broker lost the message. A broker that lost
+  its messages (a Redis without persistence restarting) is noticed at once — the marker
+  each sweep leaves in it is gone (:func:`core.queue.broker_lost_messages`) — and every
+  queued job is sent again. Duplicates cost nothing: only one delivery claims the row.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, false, or_, select, true
 
-from core.queue import dispatch
+from core.queue import broker_lost_messages, dispatch
 from core.settings import Settings
 from models.db import transaction
 from models.events import add_status_event
@@ -47,6 +49,7 @@ class SweepReport:
 def sweep(settings: Settings, celery: Celery) -> SweepReport:
     report = SweepReport()
     url = settings.resolved_database_url
+    lost_messages = broker_lost_messages(settings)
     now = utcnow()
     with transaction(url) as session:
         stale = session.scalars(
@@ -75,6 +78,8 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
                 select(Job.id).where(
                     Job.status == JobStatus.QUEUED,
                     or_(
+                        # The broker came back empty: every message is gone.
+                        true() if lost_messages else false(),
                         and_(Job.dispatched_at.is_(None), Job.created_at < now - DISPATCH_GRACE),
                         # The message may be gone (a broker restarted without persistence):
                         # send it again now and then; a duplicate finds the row claimed.
@@ -82,6 +87,11 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
                     ),
                 )
             )
+        )
+    if lost_messages and undispatched:
+        log.warning(
+            "the broker lost its messages (restarted empty?): sending %d queued jobs again",
+            len(undispatched),
         )
     for job_id in [*report.requeued, *undispatched]:
         dispatch(celery, url, job_id)

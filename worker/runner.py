@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def run_job(job_id: uuid.UUID, settings: Settings) -> None:
-    store = JobStore(settings.resolved_database_url, job_id)
+    store = JobStore(settings.resolved_database_url, job_id, settings.database_retry_seconds)
     claim = store.claim(socket.gethostname(), settings.default_limits)
     if claim is None:
         log.info("job %s is not to run now (not queued, or its tenant is busy)", job_id)

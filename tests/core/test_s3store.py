@@ -17,7 +17,7 @@ import pytest
 from core.s3store import S3Store
 from core.settings import Settings
 from core.storage import StorageUnavailable, job_key, open_store, upload_key
-from netkiln.s3server import ObjectStoreServer
+from netkiln.servers import ObjectStoreServer
 from tests.conftest import s3_settings
 
 

@@ -19,7 +19,7 @@ import redis
 from models.migrate import upgrade
 from models.spec.examples import DIGITS_SPEC
 from netkiln.harness import create_database, drop_database, process_env
-from netkiln.s3server import ObjectStoreServer, weed_binary
+from netkiln.servers import ObjectStoreServer, weed_binary
 from tests.conftest import POSTGRES_ADMIN_URL, Backend, npz, s3_settings
 from tests.e2e.conftest import FAST_RECOVERY, PATIENCE, Service
 
