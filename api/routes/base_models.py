@@ -11,6 +11,7 @@ from api.body_limit import UploadRoute
 from api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, get_caller
 from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import base_models as service
+from api.services import deletion
 from api.services.uploads import commit_or_discard, newest_first
 from api.upload_schemas import BaseModelOut, BaseModelPage
 from models.spec.job import PRINTABLE
@@ -93,3 +94,17 @@ def list_models(
 )
 def get_model(model: BaseModelDep) -> BaseModelOut:
     return BaseModelOut.from_row(model)
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(
+        {404: "No such uploaded model.", 409: "A queued or running job still needs it."}
+    ),
+)
+def delete_model(model: BaseModelDep, session: SessionDep, store: StoreDep) -> Response:
+    """The upload and its stored file. Jobs that already trained from it keep their
+    models; a job that still waits for it makes this a 409."""
+    deletion.delete_upload(session, store, model, "models")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

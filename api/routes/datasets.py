@@ -11,6 +11,7 @@ from api.body_limit import UploadRoute
 from api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, get_caller
 from api.errors import UNAUTHORIZED, NotFound, error_responses
 from api.services import datasets as service
+from api.services import deletion
 from api.services.uploads import commit_or_discard, newest_first
 from api.upload_schemas import DatasetOut, DatasetPage
 from models.spec.data import BUILTIN_DATASETS
@@ -101,10 +102,33 @@ def get_dataset(dataset: str, session: SessionDep, caller: CallerDep) -> Dataset
     """A built-in by name (``mnist``), or an upload by id."""
     if dataset in BUILTIN_DATASETS:
         return service.builtin(dataset)
+    return DatasetOut.from_row(_upload_or_404(session, caller, dataset))
+
+
+@router.delete(
+    "/{dataset}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(
+        {
+            404: "No such uploaded dataset (built-ins cannot be deleted).",
+            409: "A queued or running job still needs it.",
+        }
+    ),
+)
+def delete_dataset(
+    dataset: str, session: SessionDep, caller: CallerDep, store: StoreDep
+) -> Response:
+    """The upload and its stored file. Jobs that already trained on it keep their
+    results; a job that still waits for it makes this a 409."""
+    deletion.delete_upload(session, store, _upload_or_404(session, caller, dataset), "datasets")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _upload_or_404(session: SessionDep, caller: CallerDep, dataset: str) -> Dataset:
     try:
         row = session.get(Dataset, uuid.UUID(dataset))
     except ValueError:
         row = None
     if row is None or row.tenant_id != caller.tenant:
-        raise NotFound(f"no dataset {dataset}")
-    return DatasetOut.from_row(row)
+        raise NotFound(f"no uploaded dataset {dataset}")
+    return row

@@ -28,6 +28,7 @@ from api.errors import UNAUTHORIZED, Conflict, NotFound, Unauthorized, error_res
 from api.event_feeds import EventFeeds
 from api.json_body import JsonRoute
 from api.schemas import BINARY, DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
+from api.services import deletion
 from api.services import jobs as service
 from core.settings import Settings
 from models.db import reader_factory, session_factory
@@ -214,6 +215,24 @@ def cancel_job(job: JobDep, session: SessionDep, request: Request) -> JobOut:
     session.commit()
     request.app.state.read_cache.forget_job(job.id)
     return cancelled
+
+
+@router.delete(
+    "/{job_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        **NO_JOB,
+        **error_responses(
+            {409: "The job (or a child) has not ended, or a waiting job builds on its model."}
+        ),
+    },
+)
+def delete_job(job: JobDep, session: SessionDep, store: StoreDep, request: Request) -> Response:
+    """An ended job: its metrics, events and artifacts, its child jobs' too, and its
+    stored models and checkpoint. Cancel a queued or running job first."""
+    deletion.delete_job(session, store, job)
+    request.app.state.read_cache.forget_job(job.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{job_id:uuid}/logs", response_model=LogPage, responses=NO_JOB)

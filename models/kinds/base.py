@@ -9,6 +9,7 @@ side's framework is imported here. The Keras half of a kind (building its model)
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
@@ -75,6 +76,16 @@ class FitPlan:
     reconstruct: bool = False
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a job reads besides its spec: uploads by id, and jobs whose model it builds on.
+    An upload or job a waiting job still needs cannot be deleted."""
+
+    datasets: frozenset[uuid.UUID] = frozenset()
+    models: frozenset[uuid.UUID] = frozenset()
+    jobs: frozenset[uuid.UUID] = frozenset()
+
+
 class JobKind(ABC, Generic[SpecT]):
     #: The spec's ``kind``.
     name: ClassVar[str]
@@ -90,6 +101,11 @@ class JobKind(ABC, Generic[SpecT]):
 
     @abstractmethod
     def fit_plan(self, spec: SpecT) -> FitPlan: ...
+
+    def inputs(self, spec: SpecT) -> Inputs:
+        """Every kind trains on a dataset, built in or uploaded."""
+        uploaded = spec.dataset.id
+        return Inputs(datasets=frozenset() if uploaded is None else frozenset({uploaded}))
 
 
 def summarize_at(model: ModelSpec, batch_size: int, loc: Loc) -> ModelSummary:

@@ -4,12 +4,22 @@ layers from the database: a job's stored summary, or an uploaded model's inspect
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from models.kinds.base import FitPlan, JobKind, Loc, ModelInspection, SpecError, Stage, summarize_at
+from models.kinds.base import (
+    FitPlan,
+    Inputs,
+    JobKind,
+    Loc,
+    ModelInspection,
+    SpecError,
+    Stage,
+    summarize_at,
+)
 from models.spec import ModelSpec, TransferJobSpec
 from models.spec.base import MAX_RANK, MAX_UNITS
 from models.spec.transfer import JobBase
@@ -22,6 +32,12 @@ class TransferKind(JobKind[TransferJobSpec]):
     name = "transfer"
     model_loc: ClassVar[Loc] = ["head"]
     epochs_loc: ClassVar[Loc] = ["phases"]
+
+    def inputs(self, spec: TransferJobSpec) -> Inputs:
+        own = super().inputs(spec)
+        if isinstance(spec.base, JobBase):
+            return replace(own, jobs=frozenset({spec.base.job}))
+        return replace(own, models=frozenset({spec.base.model}))
 
     def inspect(self, session: Session, spec: TransferJobSpec, tenant: str) -> ModelInspection:
         base_summary = _base_summary(session, spec, tenant)
