@@ -112,6 +112,13 @@ class S3Store(ArtifactStore):
             settings.store_retry_seconds,
         )
 
+    def prepare(self) -> None:
+        if not self._retrying("look up the bucket", lambda: self.client.bucket_exists(self.bucket)):
+            log.info("creating bucket %s", self.bucket)
+            self._retrying(
+                f"create bucket {self.bucket}", lambda: self.client.make_bucket(self.bucket)
+            )
+
     def uri_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{_checked_key(key)}"
 

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 1024 * 1024
 
 UploadKind = Literal["models", "datasets"]
+#: What :meth:`ArtifactStore.check` writes and reads back.
+PROBE = b"netkiln store probe"
 #: A local store's folder for copies being published from another file system.
 PUBLISH_STAGING = ".staging"
 
@@ -108,6 +110,25 @@ class ArtifactStore(ABC):
         return _sweep(self.staging_root)
 
     @abstractmethod
+    def prepare(self) -> None:
+        """Make what the store needs before its first write (a folder, a bucket)."""
+
+    def check(self) -> None:
+        """:meth:`prepare`, then prove a write, a read and a delete with a probe object;
+        raises (``StorageUnavailable``, ``OSError``) if any fails."""
+        self.prepare()
+        key = f"probes/{uuid.uuid4()}"
+        with self.staging() as folder:
+            probe = folder / "probe"
+            probe.write_bytes(PROBE)
+            stored = self.put(key, probe)
+        try:
+            if b"".join(self.stream(stored.uri)) != PROBE:
+                raise StorageUnavailable(f"{stored.uri} read back other bytes than written")
+        finally:
+            self.delete(stored.uri)
+
+    @abstractmethod
     def uri_for(self, key: str) -> str:
         """The URI an object stored under ``key`` has (whether it exists yet or not)."""
 
@@ -144,6 +165,9 @@ class LocalStore(ArtifactStore):
     def __init__(self, url: str, staging_root: Path) -> None:
         super().__init__(url, staging_root)
         self.root = _file_path(url)
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def uri_for(self, key: str) -> str:
         return self._path_of_key(key).as_uri()

@@ -28,6 +28,8 @@ app = typer.Typer(help="netkiln: train Keras networks as jobs over REST.", no_ar
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(datasets_app, name="datasets")
+store_app = typer.Typer(help="The artifact store (NETKILN_ARTIFACTS_URL).", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 register_client_commands(app)
 register_admin_commands(app)
 
@@ -111,6 +113,20 @@ def db_upgrade(data_dir: DataDirOption = None, revision: str = "head") -> None:
     settings = _settings(data_dir)
     upgrade(settings.resolved_database_url, revision)
     typer.echo(f"database at {revision}: {redact(settings.resolved_database_url)}")
+
+
+@store_app.command("check")
+def store_check(data_dir: DataDirOption = None) -> None:
+    """Make what the artifact store needs (its folder, its bucket), then write, read and
+    delete a probe object: run it once when deploying, and on each new worker host."""
+    from core.storage import open_store
+
+    settings = _settings(data_dir)
+    try:
+        open_store(settings).check()
+    except (OSError, ValueError) as exc:
+        _refuse(f"artifact store {settings.resolved_artifacts_url}: {exc}")
+    typer.echo(f"artifact store ok: {settings.resolved_artifacts_url}")
 
 
 @app.command()

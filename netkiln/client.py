@@ -120,6 +120,11 @@ class Client:
         )
         return page
 
+    def delete(self, job_id: str) -> None:
+        response = self.http.delete(f"/v1/jobs/{job_id}")
+        if response.is_error:
+            self._json(response)
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json(self.http.post(f"/v1/jobs/{job_id}/cancel"))
         return result

@@ -345,6 +345,14 @@ def cancel(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, key: KeyOption =
     )
 
 
+def delete(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
+    """Delete an ended job: its rows, its child jobs, its stored models and checkpoint."""
+    with _client(url, key) as client:
+        resolved = client.resolve(job_id)
+        client.delete(resolved)
+    console.print(f"{resolved} deleted")
+
+
 def download(
     job_id: JobIdArgument,
     fmt: Annotated[
@@ -397,7 +405,16 @@ def validate(spec_path: SpecArgument, url: UrlOption = DEFAULT_URL, key: KeyOpti
     console.print("[green]valid[/green]")
 
 
-COMMANDS: list[Callable[..., None]] = [submit, validate, jobs, status, logs, cancel, download]
+COMMANDS: list[Callable[..., None]] = [
+    submit,
+    validate,
+    jobs,
+    status,
+    logs,
+    cancel,
+    delete,
+    download,
+]
 
 
 def register(app: typer.Typer) -> None:

@@ -132,6 +132,19 @@ class TestCache:
         assert kept <= 1024 * 1024
 
 
+def test_check_creates_the_bucket_and_proves_a_round_trip(
+    object_store: ObjectStoreServer, tmp_path: Path
+) -> None:
+    bucket = f"fresh-{uuid.uuid4().hex[:12]}"
+    store = s3_store(object_store, tmp_path)
+    store.bucket = bucket
+    assert not store.client.bucket_exists(bucket)
+    store.check()
+    assert store.client.bucket_exists(bucket)
+    assert list(store.client.list_objects(bucket, recursive=True)) == []  # probe deleted
+    store.check()  # an existing bucket is fine
+
+
 class TestRefusals:
     def test_keys_and_uris_cannot_leave_the_store(self, store: S3Store) -> None:
         for key in ("../outside/model.keras", "tenants/../../x", "/abs"):

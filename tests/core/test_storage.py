@@ -200,3 +200,12 @@ def test_clean_staging_treats_a_zombie_as_dead(store: LocalStore) -> None:
         assert store.clean_staging() == [abandoned]
     finally:
         child.wait()
+
+
+def test_check_makes_the_folder_and_leaves_nothing(tmp_path: Path) -> None:
+    store = open_store(
+        Settings(data_dir=tmp_path / "data", artifacts_url=(tmp_path / "s").as_uri())
+    )
+    store.check()
+    assert (tmp_path / "s").is_dir()
+    assert [path for path in (tmp_path / "s").rglob("*") if path.is_file()] == []

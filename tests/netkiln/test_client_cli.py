@@ -118,6 +118,12 @@ def test_submit_wait_follows_a_job_to_success(service: Service, tmp_path: Path) 
     assert ended.exit_code == 1
     assert "409" in ended.output
 
+    deleted = netkiln(service, "delete", job_id[:8])
+    assert deleted.exit_code == 0, deleted.output
+    assert f"{job_id} deleted" in deleted.output
+    gone = netkiln(service, "status", job_id)
+    assert gone.exit_code == 1
+
 
 def test_submit_wait_exits_1_with_the_reason(service: Service, tmp_path: Path) -> None:
     # Valid against the data (preflight passes it); it cannot end within its time.
