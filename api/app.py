@@ -13,6 +13,7 @@ from api.errors import (
     http_error_handler,
     netkiln_error_handler,
     request_validation_handler,
+    storage_unavailable_handler,
     unexpected_error_handler,
 )
 from api.event_feeds import EventFeeds
@@ -20,7 +21,7 @@ from api.routes import base_models, curves, datasets, docs, health, jobs, metric
 from api.telemetry import make_registry
 from core.queue import make_celery
 from core.settings import Settings, get_settings
-from core.storage import open_store
+from core.storage import StorageUnavailable, open_store
 
 
 def operation_id(route: APIRoute) -> str:
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_cache = ReadCache(settings.read_cache_seconds)
     app.state.event_feeds = EventFeeds(settings.resolved_database_url)
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
+    app.add_exception_handler(StorageUnavailable, storage_unavailable_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

@@ -124,6 +124,17 @@ async def netkiln_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=exc.body(), headers=exc.headers)
 
 
+async def storage_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
+    """The artifact store stayed unreachable through its retries (an upload, a download, a
+    delete): a 503 the client may retry, not a 500."""
+    log.warning("artifact store unavailable: %s", exc)
+    content = {
+        "detail": f"the artifact store is unavailable, try again shortly: {exc}",
+        "code": "storage_unavailable",
+    }
+    return JSONResponse(status_code=503, content=content, headers={"Retry-After": "30"})
+
+
 async def http_error_handler(_: Request, exc: Exception) -> Response:
     """Starlette's and FastAPI's own errors (a form that cannot be parsed, an unknown path,
     a wrong method) in the shape of ours: the detail and a stable code."""

@@ -175,6 +175,14 @@ class S3Store(ArtifactStore):
             return False
         return True
 
+    def uris_under(self, key_prefix: str) -> list[str]:
+        prefix = f"{self.prefix}{_checked_key(key_prefix)}"
+        listed = self._retrying(
+            f"list {prefix}",
+            lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True)),
+        )
+        return sorted(f"s3://{self.bucket}/{item.object_name}" for item in listed)
+
     def delete(self, uri: str) -> None:
         name = self._name_of(uri)
         self._retrying(f"delete {name}", lambda: self.client.remove_object(self.bucket, name))

@@ -62,9 +62,14 @@ class StorageUnavailable(OSError):
     (``NETKILN_STORE_RETRY_SECONDS``): an outage, not a missing object."""
 
 
+def job_folder(tenant: str, job_id: uuid.UUID) -> str:
+    """The key prefix of everything a job stored."""
+    return f"tenants/{tenant}/jobs/{job_id}/"
+
+
 def job_key(tenant: str, job_id: uuid.UUID, filename: str) -> str:
     """A job's artifact: its trained model (``model.keras``, ``model.h5``) or checkpoint."""
-    return f"tenants/{tenant}/jobs/{job_id}/{filename}"
+    return f"{job_folder(tenant, job_id)}{filename}"
 
 
 def upload_key(tenant: str, kind: UploadKind, upload_id: uuid.UUID, filename: str) -> str:
@@ -151,6 +156,11 @@ class ArtifactStore(ABC):
     def exists(self, uri: str) -> bool: ...
 
     @abstractmethod
+    def uris_under(self, key_prefix: str) -> list[str]:
+        """The URIs of every object whose key starts with ``key_prefix`` (a folder's:
+        ending in ``/``)."""
+
+    @abstractmethod
     def delete(self, uri: str) -> None:
         """Remove the object; a missing one is no error."""
 
@@ -200,6 +210,12 @@ class LocalStore(ArtifactStore):
 
     def stream(self, uri: str) -> Iterator[bytes]:
         return _chunks(self.local_path(uri).open("rb"))
+
+    def uris_under(self, key_prefix: str) -> list[str]:
+        folder = self._path_of_key(key_prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(path.as_uri() for path in folder.rglob("*") if path.is_file())
 
     def exists(self, uri: str) -> bool:
         return self._path_of_uri(uri).is_file()

@@ -81,6 +81,9 @@ class ArtifactFormat(enum.StrEnum):
     #: The newest end-of-epoch state (weights, optimizer, epoch) of a running, cancelled or
     #: failed job; what a retry resumes from.
     CHECKPOINT = "checkpoint"
+    #: The model at the best epoch so far, kept while a job whose early stopping restores
+    #: the best weights trains (a retry restores from it); removed once the job succeeded.
+    BEST = "best"
 
 
 class Base(DeclarativeBase):
@@ -166,6 +169,11 @@ class Job(Base):
     steps_per_epoch: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint_epoch: Mapped[int | None] = mapped_column(
         Integer, doc="Epochs the newest checkpoint holds; a retry resumes after it."
+    )
+    callback_state: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONType,
+        doc="What the stateful callbacks (early stopping, reduce-on-plateau) knew at the "
+        "newest checkpoint: a retry's callbacks go on from it.",
     )
     cancel_requested_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(

@@ -56,6 +56,10 @@ class Claim:
     checkpoint_epoch: int | None
     #: Where the checkpoint of ``checkpoint_epoch`` is stored.
     checkpoint_uri: str | None
+    #: The best epoch's model so far, where early stopping restores the best weights.
+    best_uri: str | None = None
+    #: What the stateful callbacks knew at the checkpoint.
+    callback_state: dict[str, Any] | None = None
 
 
 class JobStore:
@@ -87,14 +91,23 @@ class JobStore:
             job.batch = 0
             self.attempt = job.attempt
             add_status_event(session, job, reason=f"attempt {job.attempt} on {host}")
-            checkpoint_uri = session.scalars(
-                select(Artifact.uri).where(
+            rows = session.execute(
+                select(Artifact.format, Artifact.uri).where(
                     Artifact.job_id == job.id,
-                    Artifact.format == ArtifactFormat.CHECKPOINT.value,
+                    Artifact.format.in_(
+                        [ArtifactFormat.CHECKPOINT.value, ArtifactFormat.BEST.value]
+                    ),
                 )
-            ).one_or_none()
+            )
+            stored = {fmt: uri for fmt, uri in rows}
             return Claim(
-                job.tenant_id, dict(job.spec), job.attempt, job.checkpoint_epoch, checkpoint_uri
+                job.tenant_id,
+                dict(job.spec),
+                job.attempt,
+                job.checkpoint_epoch,
+                stored.get(ArtifactFormat.CHECKPOINT.value),
+                stored.get(ArtifactFormat.BEST.value),
+                job.callback_state,
             )
 
     @staticmethod
@@ -194,6 +207,14 @@ class JobStore:
         outcome warnings (``worker/outcomes.py``); None where the targets are no classes."""
         with self._owned() as (session, job):
             self._replace_artifacts(session, artifacts)
+            # The best epoch's model is the trained model now (early stopping restored it);
+            # its object goes with the next prune.
+            session.execute(
+                delete(Artifact).where(
+                    Artifact.job_id == self.job_id, Artifact.format == ArtifactFormat.BEST.value
+                )
+            )
+            job.callback_state = None
             job.test_metrics = dict(test_metrics)
             epochs = session.scalars(
                 select(EpochMetrics.values)
@@ -225,19 +246,33 @@ class JobStore:
 
     @_riding_out_outages
     def record_checkpoint(
-        self, epoch: int, checkpoint: Mapping[ArtifactFormat, StoredObject]
-    ) -> None:
+        self,
+        epoch: int,
+        checkpoint: Mapping[ArtifactFormat, StoredObject],
+        callback_state: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """The checkpoint (and best model) after ``epoch`` and what the stateful callbacks
+        knew then, in one transaction; the URIs this superseded, to delete."""
         with self._owned() as (session, job):
-            self._replace_artifacts(session, checkpoint)
+            superseded = self._replace_artifacts(session, checkpoint)
             job.checkpoint_epoch = epoch
+            job.callback_state = dict(callback_state) if callback_state else None
+            return superseded
+
+    def artifact_uris(self) -> list[str]:
+        """Every stored object the job's rows name (whatever its status)."""
+        with transaction(self.database_url) as session:
+            return list(session.scalars(select(Artifact.uri).where(Artifact.job_id == self.job_id)))
 
     def _replace_artifacts(
         self, session: Session, artifacts: Mapping[ArtifactFormat, StoredObject]
-    ) -> None:
+    ) -> list[str]:
+        """Rows for ``artifacts``, in place of the job's rows of those formats; the URIs
+        the replaced rows named that no new row names."""
         formats = [fmt.value for fmt in artifacts]
-        session.execute(
-            delete(Artifact).where(Artifact.job_id == self.job_id, Artifact.format.in_(formats))
-        )
+        mine = (Artifact.job_id == self.job_id, Artifact.format.in_(formats))
+        replaced = session.scalars(select(Artifact.uri).where(*mine)).all()
+        session.execute(delete(Artifact).where(*mine))
         session.add_all(
             Artifact(
                 job_id=self.job_id,
@@ -248,6 +283,8 @@ class JobStore:
             )
             for fmt, item in artifacts.items()
         )
+        kept = {item.uri for item in artifacts.values()}
+        return [uri for uri in replaced if uri not in kept]
 
     @staticmethod
     def _end(session: Session, job: Job, status: JobStatus) -> None:

@@ -44,6 +44,7 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         grace=settings.stop_grace,
     )
     gradients_before = registered_gradients()
+    ended = False
     try:
         control.start()
         with job_log_events(store):
@@ -51,7 +52,12 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
             spec = job_spec_adapter.validate_python(claim.spec)
             resolver = Resolver(settings.resolved_database_url, artifact_store)
             resume = (
-                Resume(claim.checkpoint_epoch, claim.checkpoint_uri)
+                Resume(
+                    claim.checkpoint_epoch,
+                    claim.checkpoint_uri,
+                    claim.best_uri,
+                    claim.callback_state,
+                )
                 if claim.checkpoint_epoch and claim.checkpoint_uri
                 else None
             )
@@ -59,12 +65,13 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
             store.succeed(result.test_metrics, artifacts.save_model(result.model), result.chance)
+            ended = True
             del result  # its model holds the job's graphs, which the teardown below frees
     except LostOwnership:
         log.warning("job %s: re-queued to another attempt; dropping this one", job_id)
     except JobCancelled:
         log.info("job %s: cancelled", job_id)
-        _record(store.cancel, job_id)
+        ended = _record(store.cancel, job_id)
     except Exception as exc:  # every failure ends the job, never the worker
         error = classify(exc)
         log.log(
@@ -75,9 +82,11 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
             error.message,
             exc_info=error.code == "internal",
         )
-        _record(lambda: store.fail(error), job_id)
+        ended = _record(lambda: store.fail(error), job_id)
     finally:
         control.stop()
+        if ended:
+            _prune(store, artifacts)
         # A pool process killed mid-checkpoint (by its watchdog, or a crash) left its
         # staging folder; this one's are gone, since they are context managers.
         artifact_store.clean_staging()
@@ -87,11 +96,25 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         release(gradients_before)
 
 
-def _record(outcome: Callable[[], None], job_id: uuid.UUID) -> None:
+def _record(outcome: Callable[[], None], job_id: uuid.UUID) -> bool:
+    """Whether the outcome was recorded (this attempt still owned the job)."""
     try:
         outcome()
     except LostOwnership:
         log.warning("job %s: could not record the outcome, no longer owned", job_id)
+        return False
+    return True
+
+
+def _prune(store: JobStore, artifacts: JobArtifacts) -> None:
+    """The job ended under this attempt: no other attempt writes its objects any more, so
+    whatever no row names (a best model the trained one replaced, checkpoints of killed
+    attempts) can go. Only an ended job: a running one may have written an object it has
+    not recorded yet."""
+    try:
+        artifacts.prune(store.artifact_uris())
+    except Exception as exc:  # a store or database outage: the next delete takes them
+        log.warning("job %s: unreferenced artifacts not pruned: %s", store.job_id, exc)
 
 
 class JobLogHandler(logging.Handler):

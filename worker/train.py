@@ -14,8 +14,9 @@ import keras
 
 from models.kinds import kind_of
 from models.spec import AnyJobSpec
+from models.tables import ArtifactFormat
 from worker.artifacts import JobArtifacts
-from worker.build.callbacks import build_callbacks
+from worker.build.callbacks import KeepsBestModel, Resumable, build_callbacks
 from worker.build.model import compile_model, count_params
 from worker.control import Control
 from worker.data import load_dataset
@@ -28,10 +29,13 @@ from worker.resolve import Resolver
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a retry picks up: after ``epoch`` epochs, from the checkpoint at the URI."""
+    """Where a retry picks up: after ``epoch`` epochs, from the checkpoint at the URI, with
+    what the stateful callbacks knew then and the best epoch's model (early stopping)."""
 
     epoch: int
     checkpoint_uri: str
+    best_uri: str | None = None
+    callback_state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,16 +104,29 @@ class ProgressCallback(keras.callbacks.Callback):
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """After every epoch: weights, optimizer state and step count, for a retry to resume."""
+    """After every epoch: weights, optimizer state and step count, and what the stateful
+    callbacks (listed before this one) know, for a retry to resume; the best epoch's model
+    too, when early stopping keeps one and this epoch is it."""
 
-    def __init__(self, store: JobStore, artifacts: JobArtifacts) -> None:
+    def __init__(
+        self, store: JobStore, artifacts: JobArtifacts, others: list[keras.callbacks.Callback]
+    ) -> None:
         super().__init__()
         self.store = store
         self.artifacts = artifacts
+        self.stateful = [callback for callback in others if isinstance(callback, Resumable)]
+        self.keeping_best = [
+            callback for callback in others if isinstance(callback, KeepsBestModel)
+        ]
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        checkpoint = self.artifacts.save_checkpoint(self.model)
-        self.store.record_checkpoint(epoch + 1, checkpoint)
+        formats = [ArtifactFormat.CHECKPOINT]
+        if any(callback.best_is(epoch) for callback in self.keeping_best):
+            formats.append(ArtifactFormat.BEST)
+        stored = self.artifacts.save_epoch_state(self.model, epoch + 1, formats)
+        state = {callback.state_key: callback.state() for callback in self.stateful}
+        superseded = self.store.record_checkpoint(epoch + 1, stored, state)
+        self.artifacts.delete(superseded)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
@@ -140,6 +157,9 @@ def train(
     data = load_dataset(spec.dataset, resolver.dataset)
     fit_plan = kind_of(spec).fit_plan(spec)
     resumed = artifacts.load(resume.checkpoint_uri) if resume else None
+    best_weights = (
+        artifacts.load(resume.best_uri).get_weights() if resume and resume.best_uri else None
+    )
     built = build_for(spec, BuildContext(data, resolver, resumed))
     if resume:
         store.log("info", f"resuming from the checkpoint after epoch {resume.epoch}")
@@ -167,9 +187,16 @@ def train(
             if record is not None:
                 store.record_phase(index, record)
             compile_model(model, fit_plan.loss, stage.optimizer, fit_plan.metrics)
+        midway = resume if resume and start < done < end else None
+        stage_callbacks = build_callbacks(
+            stage.optimizer,
+            fit_plan.early_stopping,
+            resumed=midway.callback_state if midway else None,
+            best_weights=best_weights if midway else None,
+        )
         callbacks = [
-            *build_callbacks(stage.optimizer, fit_plan.early_stopping),
-            CheckpointCallback(store, artifacts),
+            *stage_callbacks,
+            CheckpointCallback(store, artifacts, stage_callbacks),
             # Progress goes last: it reads the learning rate the schedule callbacks just
             # set, and writes an epoch's row only once its checkpoint exists.
             ProgressCallback(store, control, phase=index if len(fit_plan.stages) > 1 else None),

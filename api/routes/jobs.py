@@ -50,8 +50,11 @@ MEDIA_TYPES = {
     "keras": "application/zip",
     "h5": "application/x-hdf5",
     "checkpoint": "application/zip",
+    "best": "application/zip",
 }
-SUFFIXES = {"keras": "keras", "h5": "h5", "checkpoint": "checkpoint.keras"}
+SUFFIXES = {"keras": "keras", "h5": "h5", "checkpoint": "checkpoint.keras", "best": "best.keras"}
+#: What a job has before it ends; the trained model formats exist once it succeeded.
+WHILE_TRAINING = {"checkpoint", "best"}
 
 
 @router.post(
@@ -356,16 +359,17 @@ def download_model(
     session: SessionDep,
     store: StoreDep,
     format: Annotated[
-        Literal["keras", "h5", "checkpoint"],
+        Literal["keras", "h5", "checkpoint", "best"],
         Query(
             description="keras/h5: the trained model, once the job succeeded (plain Keras "
             "loads it); checkpoint: the newest end-of-epoch state, also of a cancelled or "
-            "failed job."
+            "failed job; best: with early stopping that restores the best weights, the "
+            "best epoch's model so far (until the job succeeded)."
         ),
     ] = "keras",
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    if format != "checkpoint" and job.status != JobStatus.SUCCEEDED:
+    if format not in WHILE_TRAINING and job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"job {job.id} is {job.status}; its model exists once it has succeeded")
     artifact = session.scalars(
         select(Artifact).where(Artifact.job_id == job.id, Artifact.format == format)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict
-from core.storage import ArtifactStore, StorageUnavailable, UploadKind
+from core.storage import ArtifactStore, StorageUnavailable, UploadKind, job_folder
 from models.kinds import kind_of
 from models.kinds.base import Inputs
 from models.spec import job_spec_adapter
@@ -40,12 +40,18 @@ def delete_job(session: Session, store: ArtifactStore, job: Job) -> None:
     if first := busy.first():
         raise Conflict(f"job {job.id} has a child job {first} that has not ended")
     _refuse_if_needed(session, job.tenant_id, lambda inputs: job.id in inputs.jobs, f"job {job.id}")
-    uris = list(session.scalars(select(Artifact.uri).where(Artifact.job_id.in_(family))))
+    uris = set(session.scalars(select(Artifact.uri).where(Artifact.job_id.in_(family))))
+    # Objects no row names too: checkpoints a killed worker wrote but never recorded.
+    for member in family:
+        try:
+            uris.update(store.uris_under(job_folder(job.tenant_id, member)))
+        except StorageUnavailable as exc:
+            log.warning("job %s: could not list its stored objects: %s", member, exc)
     # The database removes the children, epochs, events and artifact rows (ON DELETE
     # CASCADE), in one statement whatever their number.
     session.execute(delete(Job).where(Job.id == job.id))
     session.commit()
-    _delete_objects(store, uris)
+    _delete_objects(store, sorted(uris))
 
 
 def delete_upload(

@@ -114,13 +114,19 @@ class TestJobs:
         parent, parent_uris = add_job(backend, tenant, JobStatus.SUCCEEDED)
         child, child_uris = add_job(backend, tenant, JobStatus.FAILED, parent=parent)
         store = open_store(backend.settings())
-        assert all(store.exists(uri) for uri in [*parent_uris, *child_uris])
+        # What a worker killed between storing a checkpoint and recording it leaves.
+        with store.staging() as folder:
+            (folder / "orphan").write_bytes(b"never recorded")
+            orphan = store.put(
+                job_key(tenant, parent, "checkpoint-00002.keras"), folder / "orphan"
+            ).uri
+        assert all(store.exists(uri) for uri in [*parent_uris, *child_uris, orphan])
 
         assert client.delete(f"/v1/jobs/{parent}").status_code == 204
         assert client.get(f"/v1/jobs/{parent}").status_code == 404
         assert client.get(f"/v1/jobs/{child}").status_code == 404
         assert rows_of(backend, parent) == rows_of(backend, child) == 0
-        assert not any(store.exists(uri) for uri in [*parent_uris, *child_uris])
+        assert not any(store.exists(uri) for uri in [*parent_uris, *child_uris, orphan])
         assert client.delete(f"/v1/jobs/{parent}").status_code == 404
 
     @pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING])

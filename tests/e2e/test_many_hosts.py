@@ -9,15 +9,21 @@ import copy
 import hashlib
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
+from sqlalchemy import select
 
+from core.settings import Settings
+from core.storage import ArtifactStore, job_folder, open_store
+from models.db import transaction
 from models.migrate import upgrade
 from models.spec.examples import DIGITS_SPEC
+from models.tables import Artifact
 from netkiln.harness import create_database, drop_database, process_env
 from netkiln.servers import ObjectStoreServer, weed_binary
 from tests.conftest import POSTGRES_ADMIN_URL, Backend, npz, s3_settings
@@ -84,6 +90,22 @@ def wait_for_epoch(service: Service, job_id: str, epoch: int) -> None:
             time.sleep(0.1)
 
 
+def store_of(service: Service) -> ArtifactStore:
+    """The artifact store the stack's processes use, opened here."""
+    fields = {
+        key.removeprefix("NETKILN_").lower(): value
+        for key, value in service.env.items()
+        if key.startswith("NETKILN_") and (key.startswith("NETKILN_S3") or "ARTIFACTS" in key)
+    }
+    return open_store(Settings(data_dir=service.logs.parent / "test-host", **fields))
+
+
+def job_artifact_rows(service: Service, job_id: str) -> list[dict[str, str]]:
+    with transaction(service.backend.settings().resolved_database_url) as session:
+        rows = session.scalars(select(Artifact).where(Artifact.job_id == uuid.UUID(job_id)))
+        return [{"format": row.format, "uri": row.uri} for row in rows]
+
+
 def stored_files(folder: Path) -> list[Path]:
     """Files under a host's data folder that would be artifacts on a shared disk."""
     return [path for path in folder.rglob("*") if path.is_file() and "tenants" in path.parts]
@@ -94,7 +116,9 @@ def test_a_job_killed_on_one_host_is_finished_by_another_from_the_stored_checkpo
 ) -> None:
     host_a = start_host(hosts, "worker-a")
     spec = copy.deepcopy(DIGITS_SPEC) | {"name": "moves-hosts"}
-    spec["fit"] = {"epochs": 30, "batch_size": 8}
+    # Early stopping that keeps the best model: its counters and model move hosts too.
+    stop = {"monitor": "val_loss", "patience": 1000, "restore_best_weights": True}
+    spec["fit"] = {**spec["fit"], "epochs": 30, "batch_size": 8, "early_stopping": stop}
     with hosts.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
         wait_for_epoch(hosts, job_id, 2)
@@ -108,6 +132,9 @@ def test_a_job_killed_on_one_host_is_finished_by_another_from_the_stored_checkpo
         checkpointed = killed["checkpoint_epoch"]
         assert checkpointed >= 2
         before = client.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"]
+        assert {a["format"] for a in killed["artifacts"]} == {"checkpoint", "best"}
+        best = client.get(f"/v1/jobs/{job_id}/model", params={"format": "best"})
+        assert best.status_code == 200
 
         job = hosts.wait_for(job_id)
         assert job["status"] == "succeeded", (job, hosts.tail())
@@ -130,6 +157,16 @@ def test_a_job_killed_on_one_host_is_finished_by_another_from_the_stored_checkpo
         etag = download.headers["etag"]
         unchanged = client.get(f"/v1/jobs/{job_id}/model", headers={"If-None-Match": etag})
         assert unchanged.status_code == 304
+        # Retention: the trained model, and the last checkpoint; no older checkpoint, no
+        # best model (the trained one is it), nothing of the killed attempt.
+        assert {a["format"] for a in job["artifacts"]} == {"keras", "h5", "checkpoint"}
+        stored = store_of(hosts).uris_under(job_folder("default", uuid.UUID(job_id)))
+        assert sorted(stored) == sorted(a["uri"] for a in job_artifact_rows(hosts, job_id))
+        assert sorted(uri.rsplit("/", 1)[1] for uri in stored) == [
+            "checkpoint-00030.keras",
+            "model.h5",
+            "model.keras",
+        ]
 
 
 def test_an_upload_to_the_api_host_trains_on_a_worker_host(hosts: Service) -> None:
