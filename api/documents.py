@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, DateTime, String, Text, cast, type_coerce
 from models.tables import Job, JobStatus, utcnow
 
 #: The stored JSON documents a status document shows as they are.
-JSON_COLUMNS = ("last_metrics", "test_metrics", "versions", "warnings", "phases")
+JSON_COLUMNS = ("last_metrics", "test_metrics", "versions", "warnings", "phases", "execution")
 
 _SCALARS = (
     "id",
@@ -110,7 +110,7 @@ def job_document(values: Sequence[Any]) -> dict[str, Any]:
         params_non_trainable,
         *documents,
     ) = values
-    last_metrics, test_metrics, versions, warnings, phases = (
+    last_metrics, test_metrics, versions, warnings, phases, execution = (
         orjson.Fragment(value) if isinstance(value, str) else value for value in documents
     )
     job_id = _job_id(job_id)
@@ -160,6 +160,7 @@ def job_document(values: Sequence[Any]) -> dict[str, Any]:
         "versions": versions,
         "warnings": warnings if warnings is not None else [],
         "phases": phases,
+        "execution": execution,
         "summary": None,
         "artifacts": None,
         "spec": None,

@@ -46,6 +46,16 @@ class ArtifactOut(BaseModel):
     url: str
 
 
+class ExecutionOut(BaseModel):
+    steps_per_execution: int
+    reason: str
+    backend: str
+    devices: list[str]
+    precision: str
+    jit_compile: bool
+    step_seconds: float | None = Field(description="The estimated seconds of one train step.")
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     name: str | None
@@ -72,6 +82,12 @@ class JobOut(BaseModel):
     )
     phases: list[dict[str, Any]] | None = Field(
         description="Transfer jobs: per phase, the layers it trained and the counts."
+    )
+    execution: list[ExecutionOut] | None = Field(
+        default=None,
+        description="Per training stage, how the worker ran it: steps per execution (sized "
+        "for about two progress reports a second from the speed the worker measured), "
+        "backend, devices, precision, and why.",
     )
     summary: ModelSummary | None = Field(
         default=None, description="Single-job reads: the model's layers, shapes and counts."

@@ -193,6 +193,9 @@ class Job(Base):
     phases: Mapped[list[dict[str, Any]] | None] = mapped_column(
         JSONType, doc="Per training phase, the layers it trained (transfer jobs)."
     )
+    execution: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSONType, doc="Per training stage, the worker's execution plan (worker/execution.py)."
+    )
 
     metrics: Mapped[list[EpochMetrics]] = relationship(
         back_populates="job",

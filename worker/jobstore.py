@@ -175,6 +175,14 @@ class JobStore:
             add_event(session, self.job_id, "log", {"level": "info", "message": message})
 
     @_riding_out_outages
+    def record_execution(self, index: int, plan: Mapping[str, Any]) -> None:
+        """How stage ``index`` runs (worker/execution.py); earlier stages' plans stay."""
+        with self._owned() as (_, job):
+            plans = list(job.execution or [])
+            plans[index:] = [dict(plan)]
+            job.execution = plans
+
+    @_riding_out_outages
     def record_phase(self, index: int, record: Mapping[str, Any]) -> None:
         """What phase ``index`` trains; earlier phases' records stay."""
         with self._owned() as (session, job):

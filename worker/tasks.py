@@ -101,6 +101,10 @@ def _warm_up(**_: Any) -> None:
     # can deadlock, and paying the import here keeps it off the first job's clock.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import worker.runner  # noqa: F401
+    from worker.execution import device_speed
+
+    # Measured now, off every job's clock; the execution plans rest on it.
+    device_speed()
 
 
 class JobRequest(Request):

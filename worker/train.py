@@ -16,11 +16,17 @@ from models.kinds import kind_of
 from models.spec import AnyJobSpec
 from models.tables import ArtifactFormat
 from worker.artifacts import JobArtifacts
-from worker.build.callbacks import KeepsBestModel, Resumable, build_callbacks
+from worker.build.callbacks import (
+    KeepsBestModel,
+    Resumable,
+    build_callbacks,
+    sets_rate_every_step,
+)
 from worker.build.model import compile_model, count_params
 from worker.control import Control
 from worker.data import load_dataset
 from worker.errors import JobError
+from worker.execution import plan_execution
 from worker.jobstore import JobStore
 from worker.kinds import BuildContext, build_for
 from worker.outcomes import chance_accuracy
@@ -129,6 +135,11 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.artifacts.delete(superseded)
 
 
+def _steps_per_epoch(examples: int, batch_size: int, validation_split: float) -> int:
+    fitted = math.ceil(examples * (1.0 - validation_split))  # as Keras splits
+    return max(1, math.ceil(fitted / batch_size))
+
+
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
@@ -180,13 +191,6 @@ def train(
         if done >= end:
             start = end
             continue
-        if done <= start:
-            # A fresh stage: (un)freeze, then recompile, as Keras needs after a change of
-            # trainable flags. A stage resumed midway keeps the checkpoint's compile state.
-            record = built.prepare(model, stage) if built.prepare else None
-            if record is not None:
-                store.record_phase(index, record)
-            compile_model(model, fit_plan.loss, stage.optimizer, fit_plan.metrics)
         midway = resume if resume and start < done < end else None
         stage_callbacks = build_callbacks(
             stage.optimizer,
@@ -194,6 +198,24 @@ def train(
             resumed=midway.callback_state if midway else None,
             best_weights=best_weights if midway else None,
         )
+        if done <= start:
+            # A fresh stage: (un)freeze, then recompile, as Keras needs after a change of
+            # trainable flags. A stage resumed midway keeps the checkpoint's compile state.
+            record = built.prepare(model, stage) if built.prepare else None
+            if record is not None:
+                store.record_phase(index, record)
+            compile_model(model, fit_plan.loss, stage.optimizer, fit_plan.metrics)
+        plan = plan_execution(
+            count_params(model)[1],
+            spec.batch_size,
+            _steps_per_epoch(len(x_train), spec.batch_size, spec.fit.validation_split),
+            per_step_callbacks=sets_rate_every_step(stage_callbacks),
+            asked=spec.fit.steps_per_execution,
+        )
+        # Set on the compiled model (a resumed one keeps its optimizer state): Keras reads
+        # it when fit builds the train function.
+        model.steps_per_execution = plan.steps_per_execution
+        store.record_execution(index, plan.record())
         callbacks = [
             *stage_callbacks,
             CheckpointCallback(store, artifacts, stage_callbacks),

@@ -119,7 +119,26 @@ class ValidationChoice(StrictModel):
         return kept, n - kept
 
 
-class FitSpec(ValidationChoice):
+class ExecutionChoice(StrictModel):
+    """How many train steps run per round trip to Python (Keras's
+    ``steps_per_execution``): the same steps in the same order, so the same numbers."""
+
+    steps_per_execution: Literal["auto"] | int = Field(
+        default="auto",
+        description='"auto": sized by the worker for about two progress reports a second '
+        "from the speed it measured (the plan is on the job: execution); a count: at most "
+        "that many. Always 1 under a per-step learning-rate schedule.",
+    )
+
+    @field_validator("steps_per_execution")
+    @classmethod
+    def _positive(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if value != "auto" and not 1 <= value <= 10_000:
+            raise ValueError('use "auto" or a count from 1 to 10000')
+        return value
+
+
+class FitSpec(ValidationChoice, ExecutionChoice):
     epochs: int = Field(gt=0, le=10_000)
     batch_size: int = Field(default=32, gt=0, le=65_536)
     shuffle: bool = True

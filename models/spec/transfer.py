@@ -10,7 +10,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from models.spec.base import MAX_LAYERS, ActivationName, LossName, MetricName, StrictModel
-from models.spec.job import JobSpecBase, ModelSpec, ValidationChoice, default_optimizer
+from models.spec.job import (
+    ExecutionChoice,
+    JobSpecBase,
+    ModelSpec,
+    ValidationChoice,
+    default_optimizer,
+)
 from models.spec.layers import (
     Dense,
     Flatten,
@@ -97,7 +103,7 @@ class TransferCompileSpec(StrictModel):
     metrics: list[MetricName] = Field(default_factory=list, max_length=16)
 
 
-class TransferFitSpec(ValidationChoice):
+class TransferFitSpec(ValidationChoice, ExecutionChoice):
     batch_size: int = Field(default=32, gt=0, le=65_536)
     shuffle: bool = True
 
@@ -139,7 +145,7 @@ class PretrainCompileSpec(StrictModel):
     metrics: list[MetricName] = Field(default_factory=list, max_length=16)
 
 
-class PretrainFitSpec(ValidationChoice):
+class PretrainFitSpec(ValidationChoice, ExecutionChoice):
     epochs: int = Field(gt=0, le=10_000)
     batch_size: int = Field(default=32, gt=0, le=65_536)
     shuffle: bool = True

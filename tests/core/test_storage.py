@@ -1,4 +1,6 @@
-"""The storage seam on its first backend, a local folder."""
+"""What only the local-folder store has: its folders, file URIs outside it refused,
+staging folders of dead processes swept, copies across file systems. What every store
+promises: ``test_store_contract.py``."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +21,6 @@ from core.storage import (
     LocalStore,
     job_key,
     open_store,
-    sha256_file,
     upload_key,
 )
 
@@ -36,53 +36,6 @@ def _staged(store: LocalStore, folder: Path, content: bytes) -> Path:
     path = folder / "model.keras"
     path.write_bytes(content)
     return path
-
-
-class TestPutAndRead:
-    def test_put_publishes_the_file_and_reports_what_a_row_records(self, store: LocalStore) -> None:
-        job_id = uuid.uuid4()
-        with store.staging() as folder:
-            staged = _staged(store, folder, b"weights")
-            digest = sha256_file(staged)
-            stored = store.put(job_key("default", job_id, "model.keras"), staged)
-            assert not staged.exists()  # consumed
-        assert stored.uri == store.uri_for(job_key("default", job_id, "model.keras"))
-        assert (stored.size, stored.sha256) == (7, digest)
-        assert store.local_path(stored.uri).read_bytes() == b"weights"
-        assert store.exists(stored.uri)
-        assert list(store.staging_root.iterdir()) == []
-
-    def test_put_replaces_atomically_while_a_reader_reads(self, store: LocalStore) -> None:
-        key = job_key("default", uuid.uuid4(), "checkpoint.keras")
-        versions = [bytes([n]) * 200_000 for n in range(1, 30)]
-        with store.staging() as folder:
-            store.put(key, _staged(store, folder, versions[0]))
-        uri = store.uri_for(key)
-        seen: list[bytes] = []
-        done = threading.Event()
-
-        def read() -> None:
-            while not done.is_set():
-                seen.append(store.local_path(uri).read_bytes())
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        try:
-            for content in versions[1:]:
-                with store.staging() as folder:
-                    store.put(key, _staged(store, folder, content))
-        finally:
-            done.set()
-            reader.join(timeout=60)
-        # Every read saw one whole version, never a mix or a truncated file.
-        assert seen
-        assert all(content in versions for content in seen)
-
-    def test_missing_object(self, store: LocalStore) -> None:
-        uri = store.uri_for(upload_key("default", "datasets", uuid.uuid4(), "data.npz"))
-        assert not store.exists(uri)
-        with pytest.raises(FileNotFoundError):
-            store.local_path(uri)
 
 
 class TestDelete:

@@ -53,6 +53,14 @@ class ScheduleCallback(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = rate
 
 
+def sets_rate_every_step(callbacks: list[keras.callbacks.Callback]) -> bool:
+    """Whether a callback sets the learning rate before every step: it must then see every
+    step, so a fit runs one step per execution (worker/execution.py)."""
+    return any(
+        isinstance(callback, ScheduleCallback) and callback.per == "step" for callback in callbacks
+    )
+
+
 @runtime_checkable
 class Resumable(Protocol):
     """A callback whose counters a checkpoint carries (``jobs.callback_state``)."""

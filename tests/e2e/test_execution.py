@@ -1,0 +1,57 @@
+"""The execution plan: the worker runs several train steps per round trip when it can, says
+so on the job, and the numbers do not change — the same spec and seed with one step per
+execution gives the same metrics, to the last bit (float32 on the CPU)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from models.spec.examples import DIGITS_SPEC
+from tests.e2e.conftest import Service
+
+pytestmark = pytest.mark.e2e
+
+
+def run(service: Service, name: str, **fit: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": name}
+    spec["fit"] = {**spec["fit"], **fit}
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        job = service.wait_for(job_id)
+        assert job["status"] == "succeeded", (job, service.tail())
+        epochs = client.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"]
+    return job, [row["values"] for row in epochs]
+
+
+def test_steps_per_execution_changes_no_number(service: Service) -> None:
+    planned, planned_epochs = run(service, "spe-auto")
+    single, single_epochs = run(service, "spe-1", steps_per_execution=1)
+
+    [plan] = planned["execution"]
+    assert plan["steps_per_execution"] > 1
+    assert "GFLOP/s measured" in plan["reason"]
+    assert plan["backend"] == "tensorflow"
+    assert plan["devices"]
+    assert single["execution"][0]["steps_per_execution"] == 1
+    assert single["execution"][0]["reason"] == "fit.steps_per_execution in the spec"
+
+    assert planned_epochs == single_epochs  # every loss, accuracy and rate, exactly
+    assert planned["test_metrics"] == single["test_metrics"]
+
+
+def test_a_per_step_schedule_keeps_one_step_per_execution(service: Service) -> None:
+    spec_fit: dict[str, Any] = {"epochs": 2}
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "one-cycle"}
+    spec["fit"] = {**spec["fit"], **spec_fit}
+    spec["compile"]["optimizer"]["learning_rate"] = {"type": "one_cycle", "max_learning_rate": 0.1}
+    with service.client() as client:
+        response = client.post("/v1/jobs", json=spec)
+        assert response.status_code == 202, response.text
+        job = service.wait_for(response.json()["id"])
+    assert job["status"] == "succeeded", (job, service.tail())
+    [plan] = job["execution"]
+    assert plan["steps_per_execution"] == 1
+    assert "per step" in plan["reason"]

@@ -1,0 +1,132 @@
+"""How a job's fit runs on this worker: the execution plan, recorded on the job.
+
+Keras runs one compiled train step per Python round trip by default; on a CPU the round
+trip (callbacks, progress, the step's dispatch) costs as much as a small net's arithmetic.
+``steps_per_execution`` runs N steps per round trip, with the same numerics (the same steps
+in the same order), so the plan sizes N for about :data:`TARGET_SECONDS` per execution:
+progress and the cancel check still come about once a second.
+
+N comes from what this process measured when it started (:func:`device_speed`: the
+throughput of a dense matmul, and the fixed cost of a train step of a trivial net) and the
+model's arithmetic per step (~6 FLOP per parameter per example: forward, backward,
+update), never from a guess. A per-step learning-rate schedule that a callback sets
+(``ScheduleCallback`` with ``per: step``) must see every step, so it keeps N at 1 and the
+plan says why.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+#: Seconds of training per execution the plan aims at.
+TARGET_SECONDS = 0.5
+#: Steps per execution at most: a step much faster than measured still reports in time.
+MAX_STEPS_PER_EXECUTION = 128
+#: FLOP per parameter per example of a train step (2 forward, 4 backward and update).
+FLOP_PER_PARAM = 6
+
+
+@dataclass(frozen=True)
+class DeviceSpeed:
+    """What this worker process measured at start-up."""
+
+    #: Dense float32 matmul throughput of the backend on this process's devices.
+    gflops: float
+    #: Seconds of a train step of a trivial net: the per-step cost arithmetic does not explain.
+    step_overhead_s: float
+    devices: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    steps_per_execution: int
+    #: Why that many: the estimate it rests on, or what kept it at 1.
+    reason: str
+    backend: str
+    devices: list[str]
+    precision: str = "float32"
+    jit_compile: bool = False
+    #: The estimated seconds of one train step, from the measured device speed.
+    step_seconds: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.cache
+def device_speed() -> DeviceSpeed:
+    """Measured once per process (~0.3 s): when a pool process starts, before any job."""
+    size = 512
+    a = keras.ops.convert_to_tensor(np.random.default_rng(0).random((size, size), "float32"))
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, a))  # the first call compiles
+    rounds, started = 0, time.perf_counter()
+    while rounds < 3 or time.perf_counter() - started < 0.1:
+        keras.ops.convert_to_numpy(keras.ops.matmul(a, a))
+        rounds += 1
+    gflops = rounds * 2 * size**3 / (time.perf_counter() - started) / 1e9
+    return DeviceSpeed(gflops, _step_overhead(), _devices())
+
+
+def _step_overhead() -> float:
+    """The median seconds of a train step of a one-unit net on one example."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((1, 1), "float32")
+    model.train_on_batch(x, x)  # traces the step
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        model.train_on_batch(x, x)
+        times.append(time.perf_counter() - started)
+    keras.backend.clear_session()
+    return float(np.median(times))
+
+
+def _devices() -> list[str]:
+    try:
+        return [str(device) for device in keras.distribution.list_devices()]
+    except Exception:  # a backend without the distribution API
+        return [keras.backend.backend()]
+
+
+def plan_execution(
+    params: int,
+    batch_size: int,
+    steps_per_epoch: int,
+    per_step_callbacks: bool,
+    asked: Literal["auto"] | int = "auto",
+) -> ExecutionPlan:
+    """``asked``: the spec's ``fit.steps_per_execution``."""
+    speed = device_speed()
+    step_seconds = speed.step_overhead_s + FLOP_PER_PARAM * params * batch_size / (
+        speed.gflops * 1e9
+    )
+    base = {"backend": keras.backend.backend(), "devices": speed.devices}
+    if per_step_callbacks:
+        return ExecutionPlan(
+            1,
+            "a learning-rate schedule set per step by a callback must see every step",
+            step_seconds=step_seconds,
+            **base,
+        )
+    if asked != "auto":
+        steps = max(1, min(asked, steps_per_epoch))
+        return ExecutionPlan(
+            steps, "fit.steps_per_execution in the spec", step_seconds=step_seconds, **base
+        )
+    steps = max(
+        1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch, int(TARGET_SECONDS / step_seconds))
+    )
+    reason = (
+        f"~{step_seconds * 1000:.2f} ms a step ({speed.step_overhead_s * 1000:.2f} ms fixed "
+        f"+ {FLOP_PER_PARAM}·{params:,} params·{batch_size} examples at "
+        f"{speed.gflops:.1f} GFLOP/s measured): {steps} steps ≈ "
+        f"{steps * step_seconds:.2f} s between progress reports"
+    )
+    return ExecutionPlan(steps, reason, step_seconds=step_seconds, **base)
