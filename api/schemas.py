@@ -54,6 +54,12 @@ class ExecutionOut(BaseModel):
     precision: str
     jit_compile: bool
     step_seconds: float | None = Field(description="The estimated seconds of one train step.")
+    device_gflops: float | None = Field(
+        default=None, description="Dense float32 matmul GFLOP/s the worker measured at start-up."
+    )
+    step_overhead_s: float | None = Field(
+        default=None, description="Seconds of a trivial train step on the worker: the fixed cost."
+    )
 
 
 class JobOut(BaseModel):

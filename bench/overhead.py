@@ -151,6 +151,7 @@ def run_service(
         "test": test,
         "accuracy": test.get("accuracy"),
         "params": (job.get("params") or {}).get("total"),
+        "execution": job.get("execution"),
         "versions": job.get("versions"),
         "cpu_s": own_cpu,
         "cpu_by_role_s": cpu_by_role,
@@ -390,6 +391,74 @@ def run_round(
     return {"plain": plain, "service": service}
 
 
+#: The execution options the per-option table compares (``fit`` fields), the first the
+#: baseline: one step per execution, as a plain script runs.
+OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("steps_per_execution 1 (a plain script's)", {"steps_per_execution": 1}),
+    ("steps_per_execution auto (the default plan)", {}),
+    ("auto + jit_compile true (XLA)", {"jit_compile": True}),
+    ("auto + precision mixed_bfloat16", {"precision": "mixed_bfloat16"}),
+]
+#: Fashion-MNIST's training examples after the spec's validation_split of 0.1.
+TRAIN_EXAMPLES = 54_000
+
+
+def run_options(
+    root: Path, args: Any, env: dict[str, str], spec: dict[str, Any]
+) -> list[dict[str, Any]]:
+    results = []
+    for index, (label, fit) in enumerate(OPTIONS):
+        option_spec = copy.deepcopy(spec)
+        option_spec["fit"].update(epochs=args.option_epochs, **fit)
+        option_dir = root / f"option-{index}"
+        option_dir.mkdir()
+        print(f"option {index + 1}/{len(OPTIONS)}: {label} …", flush=True)
+        result = run_service(option_dir, env, option_spec, args.poll, args.timeout)
+        [plan] = result["execution"]
+        achieved = 6 * result["params"] * TRAIN_EXAMPLES / result["steady_epoch_s"] / 1e9
+        results.append(
+            {
+                "option": label,
+                "fit": fit,
+                "steady_epoch_s": result["steady_epoch_s"],
+                "accuracy": result["accuracy"],
+                "steps_per_execution": plan["steps_per_execution"],
+                "achieved_gflops": achieved,
+                "device_gflops": plan["device_gflops"],
+            }
+        )
+    return results
+
+
+def print_plan(service: dict[str, Any]) -> None:
+    """The service's execution plan, and the arithmetic rate it reached against the rate
+    its worker measured on a dense matmul."""
+    [plan] = service["execution"]
+    achieved = 6 * service["params"] * TRAIN_EXAMPLES / service["steady_epoch_s"] / 1e9
+    print(
+        f"\nservice plan: {plan['steps_per_execution']} steps per execution "
+        f"({plan['reason']}); achieved {achieved:.1f} GFLOP/s in a steady epoch, "
+        f"{achieved / plan['device_gflops']:.0%} of the {plan['device_gflops']:.0f} GFLOP/s "
+        "the worker measured on a dense matmul"
+    )
+
+
+def print_options(options: list[dict[str, Any]], args: Any) -> None:
+    base = options[0]["steady_epoch_s"]
+    print(f"\nper option, {args.option_epochs} epochs each (steady epoch = median of 2..N):")
+    print(f"  {'option':<46}{'spe':>5}{'epoch s':>9}{'vs 1':>7}{'accuracy':>10}{'GFLOP/s':>9}")
+    for row in options:
+        print(
+            f"  {row['option']:<46}{row['steps_per_execution']:>5}"
+            f"{row['steady_epoch_s']:>9.2f}{row['steady_epoch_s'] / base:>6.2f}×"
+            f"{row['accuracy']:>10.4f}{row['achieved_gflops']:>9.1f}"
+        )
+    print(
+        f"  achieved GFLOP/s = 6 × params × {TRAIN_EXAMPLES:,} examples / steady epoch; the "
+        f"worker measured {options[0]['device_gflops']:.0f} GFLOP/s on a dense 512² matmul"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
@@ -406,6 +475,13 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.2, help="job status poll interval (s)")
     parser.add_argument("--timeout", type=float, default=3600, help="per job (s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--options",
+        action="store_true",
+        help="also train through the service once per execution option (OPTIONS), "
+        "--option-epochs each: the table that justifies the plan's defaults",
+    )
+    parser.add_argument("--option-epochs", type=int, default=3)
     args = parser.parse_args()
 
     # SIGTERM (timeout, a supervisor) unwinds like Ctrl-C: the service is stopped and the
@@ -431,8 +507,13 @@ def main() -> None:
         if not rounds:
             raise SystemExit(1)
         summary = summarize(rounds)
+        if args.options:
+            summary["options"] = run_options(root, args, env, spec)
         print()
         print_report(summary, rounds, args)
+        print_plan(rounds[0]["service"])
+        if args.options:
+            print_options(summary["options"], args)
         if args.json:
             config = {k: v for k, v in vars(args).items() if k not in {"json"}}
             document = {"config": config, "rounds": rounds, "failure": failure, **summary}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +56,9 @@ class ExecutionPlan:
     jit_compile: bool = False
     #: The estimated seconds of one train step, from the measured device speed.
     step_seconds: float | None = None
+    #: What the worker measured at start-up (:class:`DeviceSpeed`).
+    device_gflops: float | None = None
+    step_overhead_s: float | None = None
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,19 +100,41 @@ def _devices() -> list[str]:
         return [keras.backend.backend()]
 
 
+@contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Keras's global dtype policy for the layers a job builds, back to float32 after it:
+    a pool process trains job after job."""
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
 def plan_execution(
     params: int,
     batch_size: int,
     steps_per_epoch: int,
     per_step_callbacks: bool,
     asked: Literal["auto"] | int = "auto",
+    *,
+    precision: str = "float32",
+    jit_compile: bool = False,
 ) -> ExecutionPlan:
-    """``asked``: the spec's ``fit.steps_per_execution``."""
+    """``asked``: the spec's ``fit.steps_per_execution``; ``precision`` and ``jit_compile``
+    as the model runs (the latter as Keras resolved it)."""
     speed = device_speed()
     step_seconds = speed.step_overhead_s + FLOP_PER_PARAM * params * batch_size / (
         speed.gflops * 1e9
     )
-    base = {"backend": keras.backend.backend(), "devices": speed.devices}
+    base: dict[str, Any] = {
+        "backend": keras.backend.backend(),
+        "devices": speed.devices,
+        "precision": precision,
+        "jit_compile": jit_compile,
+        "device_gflops": speed.gflops,
+        "step_overhead_s": speed.step_overhead_s,
+    }
     if per_step_callbacks:
         return ExecutionPlan(
             1,

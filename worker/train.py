@@ -26,7 +26,7 @@ from worker.build.model import compile_model, count_params
 from worker.control import Control
 from worker.data import load_dataset
 from worker.errors import JobError
-from worker.execution import plan_execution
+from worker.execution import dtype_policy, plan_execution
 from worker.jobstore import JobStore
 from worker.kinds import BuildContext, build_for
 from worker.outcomes import chance_accuracy
@@ -162,7 +162,20 @@ def train(
     resolver: Resolver,
     resume: Resume | None = None,
 ) -> TrainResult:
-    """Train ``spec``; with ``resume``, continue from its checkpoint."""
+    """Train ``spec``; with ``resume``, continue from its checkpoint. The layers it builds
+    take the spec's precision (Keras's dtype policy), for this job only."""
+    with dtype_policy(spec.fit.precision):
+        return _train(spec, store, control, artifacts, resolver, resume)
+
+
+def _train(
+    spec: AnyJobSpec,
+    store: JobStore,
+    control: Control,
+    artifacts: JobArtifacts,
+    resolver: Resolver,
+    resume: Resume | None = None,
+) -> TrainResult:
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     data = load_dataset(spec.dataset, resolver.dataset)
@@ -204,13 +217,17 @@ def train(
             record = built.prepare(model, stage) if built.prepare else None
             if record is not None:
                 store.record_phase(index, record)
-            compile_model(model, fit_plan.loss, stage.optimizer, fit_plan.metrics)
+            compile_model(
+                model, fit_plan.loss, stage.optimizer, fit_plan.metrics, spec.fit.jit_compile
+            )
         plan = plan_execution(
             count_params(model)[1],
             spec.batch_size,
             _steps_per_epoch(len(x_train), spec.batch_size, spec.fit.validation_split),
             per_step_callbacks=sets_rate_every_step(stage_callbacks),
             asked=spec.fit.steps_per_execution,
+            precision=spec.fit.precision,
+            jit_compile=bool(model.jit_compile),
         )
         # Set on the compiled model (a resumed one keeps its optimizer state): Keras reads
         # it when fit builds the train function.

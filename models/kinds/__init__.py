@@ -14,6 +14,7 @@ from models.kinds.train import TrainKind
 from models.kinds.transfer import TransferKind
 from models.preflight import preflight
 from models.spec import AnyJobSpec
+from models.spec.lint import changed_numerics
 from models.tables import Dataset
 
 KINDS: dict[str, JobKind[Any]] = {
@@ -35,7 +36,7 @@ def inspect(session: Session, spec: AnyJobSpec, tenant: str) -> Inspection:
     kind = kind_of(spec)
     inspection = kind.inspect(session, spec, tenant)
     checked = preflight(session, spec, inspection.summary, kind.fit_plan(spec), kind.model_loc)
-    warnings = [*inspection.warnings, *checked.warnings]
+    warnings = [*inspection.warnings, *checked.warnings, *changed_numerics(spec.fit)]
     return Inspection(inspection.summary, warnings, sizes=checked.sizes)
 
 

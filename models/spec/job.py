@@ -130,6 +130,20 @@ class ExecutionChoice(StrictModel):
         "that many. Always 1 under a per-step learning-rate schedule.",
     )
 
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        default="float32",
+        description="Keras's dtype policy: mixed_* computes in 16 bits with float32 weights "
+        "(faster where the device has 16-bit units: mixed_float16 on GPUs, with loss "
+        "scaling; mixed_bfloat16 on TPUs, recent GPUs and CPUs with bf16 units). Changes the "
+        "numbers: the dry run says so.",
+    )
+    jit_compile: Literal["auto"] | bool = Field(
+        default="auto",
+        description='XLA. "auto": Keras\'s choice, as a plain script gets it (on where the '
+        "backend and devices support it, off on CPU-only TensorFlow). true may change the "
+        "numbers in the last digits: the dry run says so.",
+    )
+
     @field_validator("steps_per_execution")
     @classmethod
     def _positive(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:

@@ -11,7 +11,7 @@ from itertools import pairwise
 
 from pydantic import BaseModel
 
-from models.spec.job import TrainJobSpec
+from models.spec.job import ExecutionChoice, TrainJobSpec
 from models.spec.layers import (
     Activation,
     AlphaDropout,
@@ -134,6 +134,26 @@ def output_layer(spec: TrainJobSpec) -> Iterator[SpecWarning]:
 
 
 RULES: list[Rule] = [selu_conditions, bias_before_batch_norm, output_layer]
+
+
+def changed_numerics(fit: ExecutionChoice) -> Iterator[SpecWarning]:
+    """Execution choices that make the numbers differ from a float32 run of the same spec
+    and seed: opt-in, and said so (every job kind's fit)."""
+    if fit.precision != "float32":
+        device = "a GPU" if fit.precision == "mixed_float16" else "a device with bf16 units"
+        yield SpecWarning(
+            code="changes_numerics",
+            message=f"{fit.precision} computes in 16 bits (weights stay float32): faster on "
+            f"{device}, but the metrics differ from a float32 run with the same seed",
+            loc=["fit", "precision"],
+        )
+    if fit.jit_compile is True:
+        yield SpecWarning(
+            code="changes_numerics",
+            message="XLA fuses operations and may reorder floating-point sums: the metrics "
+            'can differ in the last digits from the default ("auto")',
+            loc=["fit", "jit_compile"],
+        )
 
 
 def lint(spec: TrainJobSpec) -> list[SpecWarning]:

@@ -34,6 +34,8 @@ def test_steps_per_execution_changes_no_number(service: Service) -> None:
     assert plan["steps_per_execution"] > 1
     assert "GFLOP/s measured" in plan["reason"]
     assert plan["backend"] == "tensorflow"
+    assert (plan["precision"], plan["jit_compile"]) == ("float32", False)  # Keras's CPU "auto"
+    assert plan["device_gflops"] > 0
     assert plan["devices"]
     assert single["execution"][0]["steps_per_execution"] == 1
     assert single["execution"][0]["reason"] == "fit.steps_per_execution in the spec"
@@ -55,3 +57,21 @@ def test_a_per_step_schedule_keeps_one_step_per_execution(service: Service) -> N
     [plan] = job["execution"]
     assert plan["steps_per_execution"] == 1
     assert "per step" in plan["reason"]
+
+
+def test_mixed_precision_and_xla_are_opt_in_said_so_and_recorded(service: Service) -> None:
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "bf16-xla"}
+    spec["fit"] = {**spec["fit"], "epochs": 2, "precision": "mixed_bfloat16", "jit_compile": True}
+    with service.client() as client:
+        dry = client.post("/v1/jobs", params={"dry_run": "true"}, json=spec).json()
+        flagged = {tuple(w["loc"]) for w in dry["warnings"] if w["code"] == "changes_numerics"}
+        assert flagged == {("fit", "precision"), ("fit", "jit_compile")}
+        response = client.post("/v1/jobs", json=spec)
+        assert response.status_code == 202, response.text
+        job = service.wait_for(response.json()["id"])
+        default = client.post("/v1/jobs", params={"dry_run": "true"}, json=DIGITS_SPEC).json()
+    assert job["status"] == "succeeded", (job, service.tail())
+    [plan] = job["execution"]
+    assert (plan["precision"], plan["jit_compile"]) == ("mixed_bfloat16", True)
+    assert all(value == value for value in job["test_metrics"].values())  # no NaN
+    assert not [w for w in default["warnings"] if w["code"] == "changes_numerics"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import keras
 
@@ -33,12 +34,18 @@ CANONICAL_NAMES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 
 
 def compile_model(
-    model: keras.Model, loss: str, optimizer: OptimizerSpec, metrics: Sequence[str] = ()
+    model: keras.Model,
+    loss: str,
+    optimizer: OptimizerSpec,
+    metrics: Sequence[str] = (),
+    jit_compile: Literal["auto"] | bool = "auto",
 ) -> None:
+    """Under a mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer."""
     model.compile(
         loss=CANONICAL_NAMES.get(loss, loss),
         optimizer=build_optimizer(optimizer),
         metrics=[CANONICAL_NAMES.get(name, name) for name in metrics],
+        jit_compile=jit_compile,
     )
 
 
