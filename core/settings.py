@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         "itself; past that (a hung build, data load or evaluation) its process is ended "
         "and the outcome recorded by the job's control thread.",
     )
+    keras_backend: Literal["tensorflow", "jax"] = Field(
+        default="tensorflow",
+        description="The Keras backend a worker trains on (jax: the optional jax extra); "
+        "the same jobs run on either.",
+    )
     database_retry_seconds: float = Field(
         default=120,
         ge=0,

@@ -167,6 +167,8 @@ def worker(data_dir: DataDirOption = None, concurrency: ConcurrencyOption = 1) -
     settings = _settings(data_dir)
     _require_schema(settings, migrate=settings.database_url is None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Read by Keras when the pool processes import it (the main process never does).
+    os.environ["KERAS_BACKEND"] = settings.keras_backend
     from celery.signals import setup_logging
 
     from worker.tasks import celery_app

@@ -1,0 +1,78 @@
+"""The same jobs on Keras's JAX backend (NETKILN_KERAS_BACKEND=jax, the jax extra): the
+builder, netkiln's own layers (RReLU, MC dropout), the schedule and early-stopping
+callbacks, checkpoints and the saved model use only the ``keras`` API, so a worker on JAX
+trains what a TensorFlow worker trains, and plain Keras on TensorFlow loads its model."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.spec.examples import DIGITS_SPEC
+from netkiln.harness import process_env
+from tests.conftest import Backend
+from tests.e2e.conftest import Service
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def jax_service(keras_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("the jax extra is not installed")
+    root = tmp_path_factory.mktemp("jax")
+    backend = Backend("embedded-jax", root)
+    env = process_env(keras_home, {**backend.env, "NETKILN_KERAS_BACKEND": "jax"})
+    (root / "logs").mkdir()
+    service = Service(backend, None, env, root / "logs")
+    service.start()
+    yield service
+    service.stop()
+
+
+def test_a_job_with_netkilns_own_layers_and_callbacks_trains_on_jax(
+    jax_service: Service, tmp_path: Path
+) -> None:
+    spec = copy.deepcopy(DIGITS_SPEC) | {"name": "on-jax"}
+    spec["model"]["layers"] = [
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 32, "kernel_initializer": "he_normal"},
+        {"type": "RReLU", "lower": 0.125, "upper": 0.333},
+        {"type": "BatchNormalization"},
+        {"type": "MCDropout", "rate": 0.1},
+        {"type": "Dense", "units": 10, "activation": "softmax"},
+    ]
+    spec["compile"]["optimizer"]["learning_rate"] = {
+        "type": "exponential",
+        "initial_learning_rate": 0.05,
+        "steps": 20,
+    }
+    spec["fit"] = {
+        **spec["fit"],
+        "epochs": 3,
+        "early_stopping": {"monitor": "val_loss", "patience": 5},
+    }
+    with jax_service.client() as client:
+        response = client.post("/v1/jobs", json=spec)
+        assert response.status_code == 202, response.text
+        job = jax_service.wait_for(response.json()["id"])
+        assert job["status"] == "succeeded", (job, jax_service.tail())
+        assert job["versions"]["keras_backend"] == "jax"
+        assert job["execution"][0]["backend"] == "jax"
+        assert job["test_metrics"]["accuracy"] > 0.5
+        model = client.get(f"/v1/jobs/{job['id']}/model")
+        assert model.status_code == 200
+    assert zipfile.is_zipfile(io.BytesIO(model.content))
+    # Saved on JAX, loaded by plain Keras on this (TensorFlow) process.
+    import keras
+
+    path = tmp_path / "on-jax.keras"
+    path.write_bytes(model.content)
+    loaded = keras.models.load_model(path)
+    assert loaded.output_shape == (None, 10)
