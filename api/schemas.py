@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from api.documents import job_document, values_of
+from models.queueing import QueueState
 from models.spec.lint import SpecWarning
 from models.summary import DataSizes, ModelSummary
 from models.tables import Artifact, Job, JobStatus
@@ -44,6 +46,22 @@ class ArtifactOut(BaseModel):
     size: int
     sha256: str
     url: str
+
+
+class QueueOut(BaseModel):
+    queue: str
+    position: int = Field(description="1: the next job of its queue a free worker takes.")
+    reason: Literal["waiting_for_worker", "no_worker_for_resources", "tenant_running_limit"]
+    message: str
+
+
+class EpochEstimateOut(BaseModel):
+    epoch_seconds: float = Field(
+        description="An epoch's seconds on the fastest running worker, from the model's "
+        "arithmetic and the speed that worker measured at start-up."
+    )
+    steps_per_epoch: int
+    worker: str
 
 
 class ExecutionOut(BaseModel):
@@ -89,6 +107,9 @@ class JobOut(BaseModel):
     phases: list[dict[str, Any]] | None = Field(
         description="Transfer jobs: per phase, the layers it trained and the counts."
     )
+    queue: QueueOut | None = Field(
+        default=None, description="Single reads of a queued job: where it stands and why."
+    )
     execution: list[ExecutionOut] | None = Field(
         default=None,
         description="Per training stage, how the worker ran it: steps per execution (sized "
@@ -113,6 +134,7 @@ class JobOut(BaseModel):
         artifacts: list[Artifact] | None = None,
         detailed: bool = False,
         listed: bool = False,
+        queue: QueueState | None = None,
     ) -> JobOut:
         """``detailed``: with the layer summary (single-job reads); ``listed``: without
         the spec (listings read ``documents.page_json`` instead; this is its reference)."""
@@ -131,6 +153,8 @@ class JobOut(BaseModel):
             ]
         if not listed:
             document["spec"] = job.spec
+        if queue is not None:
+            document["queue"] = asdict(queue)
         return cls.model_validate(document)
 
 
@@ -141,6 +165,9 @@ class DryRunOut(BaseModel):
     summary: ModelSummary = Field(description="Layers, shapes and parameter counts.")
     data: DataSizes = Field(description="Examples to train, validate and test on.")
     warnings: list[SpecWarning]
+    estimate: EpochEstimateOut | None = Field(
+        default=None, description="None until a running worker has measured its speed."
+    )
 
 
 class LogLine(BaseModel):

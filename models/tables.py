@@ -313,3 +313,22 @@ class Dataset(Base):
         Index("ix_datasets_created_at_id", "created_at", "id"),
         Index("ix_datasets_tenant_id_created_at", "tenant_id", "created_at"),
     )
+
+
+class Worker(Base):
+    """A running worker process (one per ``netkiln worker``): what it serves and how fast
+    its devices are, measured when its pool process started. Heartbeats come with its
+    reconciler's sweeps; a row silent past its time-out is a worker that is gone."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True, doc="<host>:<pid>")
+    host: Mapped[str] = mapped_column(String(255))
+    queues: Mapped[list[str]] = mapped_column(JSONType)
+    backend: Mapped[str] = mapped_column(String(32))
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    devices: Mapped[list[str] | None] = mapped_column(JSONType)
+    device_gflops: Mapped[float | None]
+    step_overhead_s: Mapped[float | None]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -296,6 +296,23 @@ def status(
     ]
     if progress.get("eta_seconds") is not None:
         rows.append(("eta", f"{progress['eta_seconds']:.0f}s"))
+    if job.get("queue"):
+        queue = job["queue"]
+        rows.append(
+            (
+                "waits",
+                f"{queue['reason']} (#{queue['position']} in {queue['queue']}): {queue['message']}",
+            )
+        )
+    for plan in job.get("execution") or []:
+        rows.append(
+            (
+                "execution",
+                f"{plan['steps_per_execution']} steps per execution, {plan['backend']} on "
+                f"{', '.join(plan['devices'])}, {plan['precision']}"
+                + (", XLA" if plan["jit_compile"] else ""),
+            )
+        )
     if job.get("error"):
         rows.append(("error", f"{job['error']['code']}: {job['error']['message']}"))
     if job.get("params"):

@@ -26,12 +26,12 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
+from models.workers import FLOP_PER_PARAM
+
 #: Seconds of training per execution the plan aims at.
 TARGET_SECONDS = 0.5
 #: Steps per execution at most: a step much faster than measured still reports in time.
 MAX_STEPS_PER_EXECUTION = 128
-#: FLOP per parameter per example of a train step (2 forward, 4 backward and update).
-FLOP_PER_PARAM = 6
 
 
 @dataclass(frozen=True)

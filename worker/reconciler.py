@@ -28,6 +28,7 @@ from sqlalchemy import and_, false, or_, select, true
 
 from core.queue import broker_lost_messages, dispatch
 from core.settings import Settings
+from models import workers
 from models.db import transaction
 from models.events import add_status_event
 from models.tables import Job, JobStatus, utcnow
@@ -156,14 +157,23 @@ def requeue_interrupted(settings: Settings, job_id: uuid.UUID, host: str) -> boo
 
 
 class Reconciler(threading.Thread):
-    def __init__(self, settings: Settings, celery: Celery) -> None:
+    """Sweeps every ``reconcile_interval``, and with each sweep says in the worker
+    registry that this worker (``worker_id``) is alive."""
+
+    def __init__(self, settings: Settings, celery: Celery, worker_id: str) -> None:
         super().__init__(name="netkiln-reconciler", daemon=True)
         self.settings = settings
         self.celery = celery
+        self.worker_id = worker_id
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.reconcile_interval):
+            try:
+                with transaction(self.settings.resolved_database_url) as session:
+                    workers.beat(session, self.worker_id)
+            except Exception:  # the database is down: the sweep below fails and says so
+                log.debug("worker heartbeat not recorded", exc_info=True)
             try:
                 report = sweep(self.settings, self.celery)
             except Exception:  # a DB or broker blip must not end the thread

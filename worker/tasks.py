@@ -22,10 +22,11 @@ from celery.signals import (
 from celery.worker import state
 from celery.worker.request import Request
 
-from core.queue import RUN_JOB_TASK, make_celery
+from core.queue import JOB_QUEUE, RUN_JOB_TASK, make_celery
 from core.settings import get_settings
 from core.storage import open_store
-from models.db import forget_inherited_connections
+from models import workers
+from models.db import forget_inherited_connections, transaction
 from worker.reconciler import Reconciler, record_crash, requeue_interrupted
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,15 @@ _reconciler: Reconciler | None = None
 _worker: Any = None
 
 
+def worker_id(pid: int) -> str:
+    """This worker's row in the registry: its host and main process."""
+    return f"{socket.gethostname()}:{pid}"
+
+
 @worker_ready.connect
 def _start_reconciler(**_: Any) -> None:
     global _reconciler
-    _reconciler = Reconciler(get_settings(), celery_app)
+    _reconciler = Reconciler(get_settings(), celery_app, worker_id(os.getpid()))
     _reconciler.start()
 
 
@@ -48,12 +54,29 @@ def _start_reconciler(**_: Any) -> None:
 def _stop_reconciler(**_: Any) -> None:
     if _reconciler is not None:
         _reconciler.stopped.set()
+    try:
+        with transaction(get_settings().resolved_database_url) as session:
+            workers.forget(session, worker_id(os.getpid()))
+    except Exception:  # the row goes silent and stops counting as live anyway
+        log.exception("could not remove this worker from the registry")
 
 
 @worker_init.connect
 def _remember_worker(sender: Any, **_: Any) -> None:
+    """Keep the worker for shutdown, and register it before its pool processes start
+    (each records the speed it measures in this row)."""
     global _worker
     _worker = sender
+    settings = get_settings()
+    with transaction(settings.resolved_database_url) as session:
+        workers.register(
+            session,
+            worker_id(os.getpid()),
+            socket.gethostname(),
+            [JOB_QUEUE],
+            settings.keras_backend,
+            int(getattr(sender, "concurrency", 1) or 1),
+        )
 
 
 @worker_shutting_down.connect
@@ -103,8 +126,20 @@ def _warm_up(**_: Any) -> None:
     import worker.runner  # noqa: F401
     from worker.execution import device_speed
 
-    # Measured now, off every job's clock; the execution plans rest on it.
-    device_speed()
+    # Measured now, off every job's clock; the execution plans and the API's epoch
+    # estimates rest on it.
+    speed = device_speed()
+    try:
+        with transaction(get_settings().resolved_database_url) as session:
+            workers.record_speed(
+                session,
+                worker_id(os.getppid()),
+                speed.devices,
+                speed.gflops,
+                speed.step_overhead_s,
+            )
+    except Exception:  # estimates wait for the next pool process; training does not
+        log.exception("could not record this worker's measured speed")
 
 
 class JobRequest(Request):

@@ -86,10 +86,13 @@ class ProgressCallback(keras.callbacks.Callback):
             raise JobError(
                 "nan_loss",
                 f"loss became {float(loss)} in epoch {self.control.progress.epoch + 1}, "
-                f"batch {batch + 1}; try a lower learning rate or gradient clipping "
+                f"by batch {batch + 1}; try a lower learning rate or gradient clipping "
                 "(clipnorm / clipvalue)",
             )
-        self.control.progress.batch = batch + 1
+        # With several steps per execution Keras reports the execution's last step as if
+        # it were whole; an epoch's last execution may be cut short.
+        steps = self.control.progress.steps
+        self.control.progress.batch = min(batch + 1, steps) if steps else batch + 1
         self.control.raise_if_stopping()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

@@ -30,8 +30,10 @@ from api.json_body import JsonRoute
 from api.schemas import BINARY, DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import deletion
 from api.services import jobs as service
+from core.queue import JOB_QUEUE
 from core.settings import Settings
 from models.db import reader_factory, session_factory
+from models.queueing import queue_state
 from models.spec import JobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.spec.job import PRINTABLE
@@ -101,7 +103,7 @@ def submit_job(
 ) -> JobOut | DryRunOut:
     if dry_run:
         response.status_code = status.HTTP_200_OK
-        return service.dry_run(session, spec, caller)
+        return service.dry_run(session, settings, spec, caller)
     submitted = service.submit(session, celery, settings, spec, caller, idempotency_key)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
@@ -197,7 +199,11 @@ def _read_job_document(
         if job is None:
             return caller, None
         artifacts = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
-        body = JobOut.from_row(job, artifacts, detailed=True).model_dump_json().encode()
+        queue = queue_state(
+            session, job, JOB_QUEUE, settings.default_limits, settings.reconcile_interval
+        )
+        document_out = JobOut.from_row(job, artifacts, detailed=True, queue=queue)
+        body = document_out.model_dump_json().encode()
     document = JobDocument(job.tenant_id, body, finished=JobStatus(job.status).is_terminal)
     cache.remember_job(job_id, document)
     return caller, document

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from api import documents
 from api.errors import Conflict, InvalidSpec, NetkilnError
-from api.schemas import DryRunOut
+from api.schemas import DryRunOut, EpochEstimateOut
 from api.services.limits import check_job_limits, check_queue_room
 from core.queue import dispatch
 from core.settings import Settings
-from models import kinds
+from models import kinds, workers
 from models.events import add_event, add_status_event
 from models.spec import AnyJobSpec
 from models.tables import Job, JobEvent, JobStatus, utcnow
@@ -66,16 +66,28 @@ class Submitted:
     created: bool
 
 
-def dry_run(session: Session, spec: AnyJobSpec, caller: Caller) -> DryRunOut:
+def dry_run(session: Session, settings: Settings, spec: AnyJobSpec, caller: Caller) -> DryRunOut:
     """What the job would be, checked against the caller's limits on the job itself (not
-    on the queue it would join); nothing is stored."""
+    on the queue it would join), with an epoch's time on the fastest running worker;
+    nothing is stored."""
     inspection = _inspect(session, spec, caller)
     check_job_limits(spec, caller, inspection)
+    estimate = workers.estimate_epoch(
+        workers.live(session, settings.reconcile_interval),
+        inspection.summary.trainable,
+        spec.batch_size,
+        inspection.sizes.train,
+    )
     return DryRunOut(
         spec=spec.model_dump(mode="json"),
         summary=inspection.summary,
         data=inspection.sizes,
         warnings=inspection.warnings,
+        estimate=None
+        if estimate is None
+        else EpochEstimateOut(
+            epoch_seconds=estimate.seconds, steps_per_epoch=estimate.steps, worker=estimate.worker
+        ),
     )
 
 

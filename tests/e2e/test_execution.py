@@ -5,12 +5,13 @@ execution gives the same metrics, to the last bit (float32 on the CPU)."""
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
 
 from models.spec.examples import DIGITS_SPEC
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import PATIENCE, Service
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +28,17 @@ def run(service: Service, name: str, **fit: Any) -> tuple[dict[str, Any], list[d
 
 
 def test_steps_per_execution_changes_no_number(service: Service) -> None:
+    # The running worker measures its speed once its pool process has imported the
+    # backend; from then on the dry run estimates an epoch on it.
+    deadline = time.monotonic() + PATIENCE
+    with service.client() as client:
+        while (dry := client.post("/v1/jobs", params={"dry_run": "true"}, json=DIGITS_SPEC).json())[
+            "estimate"
+        ] is None:
+            assert time.monotonic() < deadline, service.tail()
+            time.sleep(0.2)
+    assert dry["estimate"]["epoch_seconds"] > 0
+    assert dry["estimate"]["worker"].endswith(str(service.processes["worker"].pid))
     planned, planned_epochs = run(service, "spe-auto")
     single, single_epochs = run(service, "spe-1", steps_per_execution=1)
 

@@ -35,6 +35,10 @@ def test_job_survives_lost_message_and_api_restart(service: Service) -> None:
     spec = copy.deepcopy(DIGITS_SPEC) | {"name": "lost-message"}
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        # The stopped worker left the registry: the job says nobody serves its queue.
+        assert client.get(f"/v1/jobs/{job_id}").json()["queue"]["reason"] == (
+            "no_worker_for_resources"
+        )
     lose_broker_messages(service)
     service.restart_api()
     service.start_worker()
