@@ -161,6 +161,8 @@ def job_document(values: Sequence[Any]) -> dict[str, Any]:
         "warnings": warnings if warnings is not None else [],
         "phases": phases,
         "execution": execution,
+        # Where a queued job stands costs queries of its own: single reads only.
+        "queue": None,
         "summary": None,
         "artifacts": None,
         "spec": None,
