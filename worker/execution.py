@@ -4,7 +4,7 @@ Keras runs one compiled train step per Python round trip by default; on a CPU th
 trip (callbacks, progress, the step's dispatch) costs as much as a small net's arithmetic.
 ``steps_per_execution`` runs N steps per round trip, with the same numerics (the same steps
 in the same order), so the plan sizes N for about :data:`TARGET_SECONDS` per execution:
-progress and the cancel check still come about once a second.
+progress and the cancel check still come about every half second.
 
 N comes from what this process measured when it started (:func:`device_speed`: the
 throughput of a dense matmul, and the fixed cost of a train step of a trivial net) and the
@@ -89,7 +89,7 @@ def _step_overhead() -> float:
         started = time.perf_counter()
         model.train_on_batch(x, x)
         times.append(time.perf_counter() - started)
-    keras.backend.clear_session()
+    # No clear_session(): measured inside a job (first use), it would reset the job's own.
     return float(np.median(times))
 
 
