@@ -328,7 +328,7 @@ class Worker(Base):
     backend: Mapped[str] = mapped_column(String(32))
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     devices: Mapped[list[str] | None] = mapped_column(JSONType)
-    device_gflops: Mapped[float | None]
-    step_overhead_s: Mapped[float | None]
+    device_gflops: Mapped[float | None] = mapped_column(Float)
+    step_overhead_s: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
