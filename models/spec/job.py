@@ -120,8 +120,9 @@ class ValidationChoice(StrictModel):
 
 
 class ExecutionChoice(StrictModel):
-    """How many train steps run per round trip to Python (Keras's
-    ``steps_per_execution``): the same steps in the same order, so the same numbers."""
+    """How a fit runs on its worker (worker/execution.py): train steps per round trip to
+    Python (the same steps in the same order, so the same numbers), and the opt-in choices
+    that change the numbers for speed: 16-bit precision and XLA."""
 
     steps_per_execution: Literal["auto"] | int = Field(
         default="auto",
