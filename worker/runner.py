@@ -19,6 +19,7 @@ from models.spec import job_spec_adapter
 from worker.artifacts import JobArtifacts
 from worker.control import Control, JobCancelled
 from worker.errors import JobError
+from worker.execution import dtype_policy
 from worker.jobstore import JobStore, LostOwnership
 from worker.memory import registered_gradients, release
 from worker.resolve import Resolver
@@ -61,7 +62,9 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
                 if claim.checkpoint_epoch and claim.checkpoint_uri
                 else None
             )
-            result = train(spec, store, control, artifacts, resolver, resume)
+            # The layers the job builds take its precision, for this job only.
+            with dtype_policy(spec.fit.precision):
+                result = train(spec, store, control, artifacts, resolver, resume)
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
             store.succeed(result.test_metrics, artifacts.save_model(result.model), result.chance)

@@ -26,7 +26,7 @@ from worker.build.model import compile_model, count_params
 from worker.control import Control
 from worker.data import load_dataset
 from worker.errors import JobError
-from worker.execution import dtype_policy, plan_execution
+from worker.execution import plan_execution
 from worker.jobstore import JobStore
 from worker.kinds import BuildContext, build_for
 from worker.outcomes import chance_accuracy
@@ -165,20 +165,8 @@ def train(
     resolver: Resolver,
     resume: Resume | None = None,
 ) -> TrainResult:
-    """Train ``spec``; with ``resume``, continue from its checkpoint. The layers it builds
-    take the spec's precision (Keras's dtype policy), for this job only."""
-    with dtype_policy(spec.fit.precision):
-        return _train(spec, store, control, artifacts, resolver, resume)
-
-
-def _train(
-    spec: AnyJobSpec,
-    store: JobStore,
-    control: Control,
-    artifacts: JobArtifacts,
-    resolver: Resolver,
-    resume: Resume | None = None,
-) -> TrainResult:
+    """Train ``spec``; with ``resume``, continue from its checkpoint. Called under the
+    spec's dtype policy (:func:`worker.execution.dtype_policy`)."""
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     data = load_dataset(spec.dataset, resolver.dataset)
