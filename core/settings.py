@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -157,6 +158,17 @@ class Settings(BaseSettings):
         default="text",
         description="text: lines for humans; json: one object per line, for log collectors.",
     )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """The settings a process started with ``environ`` reads (its ``NETKILN_*``), with
+        ``overrides`` (field names) on top: a harness opening what its processes use."""
+        fields = {
+            key.removeprefix("NETKILN_").lower(): value
+            for key, value in environ.items()
+            if key.startswith("NETKILN_")
+        }
+        return cls(**{**fields, **overrides})
 
     @field_validator("data_dir")
     @classmethod

@@ -22,9 +22,9 @@ from tests.conftest import s3_settings
 
 
 def s3_store(server: ObjectStoreServer, data_dir: Path, **overrides: Any) -> S3Store:
-    env = s3_settings(server, **overrides)
-    fields = {key.removeprefix("NETKILN_").lower(): value for key, value in env.items()}
-    store = open_store(Settings(data_dir=data_dir, **fields))
+    store = open_store(
+        Settings.from_environment(s3_settings(server, **overrides), data_dir=data_dir)
+    )
     assert isinstance(store, S3Store)
     return store
 

@@ -24,10 +24,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "file":
         return open_store(Settings(data_dir=tmp_path / "data"))
     server: ObjectStoreServer = request.getfixturevalue("object_store")
-    fields = {
-        key.removeprefix("NETKILN_").lower(): value for key, value in s3_settings(server).items()
-    }
-    return open_store(Settings(data_dir=tmp_path / "data", **fields))
+    return open_store(Settings.from_environment(s3_settings(server), data_dir=tmp_path / "data"))
 
 
 def put(store: ArtifactStore, key: str, content: bytes) -> str:

@@ -92,12 +92,9 @@ def wait_for_epoch(service: Service, job_id: str, epoch: int) -> None:
 
 def store_of(service: Service) -> ArtifactStore:
     """The artifact store the stack's processes use, opened here."""
-    fields = {
-        key.removeprefix("NETKILN_").lower(): value
-        for key, value in service.env.items()
-        if key.startswith("NETKILN_") and (key.startswith("NETKILN_S3") or "ARTIFACTS" in key)
-    }
-    return open_store(Settings(data_dir=service.logs.parent / "test-host", **fields))
+    return open_store(
+        Settings.from_environment(service.env, data_dir=service.logs.parent / "test-host")
+    )
 
 
 def job_artifact_rows(service: Service, job_id: str) -> list[dict[str, str]]:
