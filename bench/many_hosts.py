@@ -185,9 +185,8 @@ def store_throughput(
 ) -> dict[str, Any]:
     model_file = keras_model_file(root, model_mb)
     size_mb = model_file.stat().st_size / 1e6
-    s3_settings = {k.removeprefix("NETKILN_").lower(): v for k, v in server.settings("tp").items()}
     stores = {
-        "s3": open_store(Settings(data_dir=root / "tp-s3", **s3_settings)),
+        "s3": open_store(Settings.from_environment(server.settings("tp"), data_dir=root / "tp-s3")),
         "file": open_store(
             Settings(data_dir=root / "tp-file", artifacts_url=(root / "tp-store").as_uri())
         ),
@@ -276,7 +275,8 @@ def report(results: dict[str, Any]) -> None:
             "workers"
         )
         gap = burst_["pickup_gap_ms"]
-        print(f"    pick-up gap p50 {gap['p50']:.0f} ms, p99 {gap['p99']:.0f} ms")
+        if gap:  # none when every job started before the first one ended
+            print(f"    pick-up gap p50 {gap['p50']:.0f} ms, p99 {gap['p99']:.0f} ms")
         wait = burst_["queue_wait_s"]
         print(f"    queue wait p50 {wait['p50']:.1f} s, p99 {wait['p99']:.1f} s")
     single = results.get("dispatch")
