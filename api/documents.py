@@ -44,6 +44,7 @@ _SCALARS = (
     "epochs_total",
     "batch",
     "steps_per_epoch",
+    "epoch_seconds_estimate",
     "cancel_requested_at",
     "checkpoint_epoch",
     "params_total",
@@ -103,6 +104,7 @@ def job_document(values: Sequence[Any]) -> dict[str, Any]:
         epochs_total,
         batch,
         steps_per_epoch,
+        epoch_seconds_estimate,
         cancel_requested_at,
         checkpoint_epoch,
         params_total,
@@ -124,7 +126,15 @@ def job_document(values: Sequence[Any]) -> dict[str, Any]:
     }
     if status == JobStatus.SUCCEEDED:
         links["model"] = f"{base}/model?format=keras"
-    fraction, eta = _progress(status, epoch, epochs_total, batch, steps_per_epoch, started_at)
+    fraction, eta = _progress(
+        status,
+        epoch,
+        epochs_total,
+        batch,
+        steps_per_epoch,
+        started_at,
+        epoch_seconds_estimate,
+    )
     return {
         "id": job_id,
         "name": name,
@@ -185,17 +195,24 @@ def _progress(
     batch: int,
     steps_per_epoch: int,
     started_at: datetime | None,
+    epoch_seconds_estimate: float | None,
 ) -> tuple[float, float | None]:
-    """(fraction done, seconds left from this attempt's pace so far, if known)."""
+    """(fraction done, seconds left). From this attempt's pace once it has one; before
+    that (a running job building its model, or in its first batches) from the epoch time
+    its worker's execution plan estimated from the worker's measured speed."""
     if status == JobStatus.SUCCEEDED:
         return 1.0, None
     within = batch / steps_per_epoch if steps_per_epoch else 0.0
     fraction = min((epoch + within) / max(epochs_total, 1), 1.0)
-    if status != JobStatus.RUNNING or started_at is None or fraction <= 0:
+    if status != JobStatus.RUNNING or started_at is None:
         return fraction, None
     if started_at.tzinfo is None:  # SQLite, through listed_columns()
         started_at = started_at.replace(tzinfo=UTC)
     elapsed = (utcnow() - started_at).total_seconds()
+    if fraction <= 0:
+        if epoch_seconds_estimate is None:
+            return fraction, None
+        return fraction, epoch_seconds_estimate * epochs_total
     return fraction, max(elapsed / fraction * (1 - fraction), 0.0)
 
 

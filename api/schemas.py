@@ -31,7 +31,9 @@ class Progress(BaseModel):
     steps_per_epoch: int = Field(description="Batches per epoch (0 until training starts).")
     fraction: float = Field(ge=0, le=1)
     eta_seconds: float | None = Field(
-        description="Estimated time left, from this attempt's pace so far; null when unknown."
+        description="Estimated seconds left: from this attempt's pace so far; before its "
+        "first batch, from the epoch time its worker estimated from the speed it measured "
+        "(execution); null when unknown."
     )
 
 

@@ -153,6 +153,36 @@ class Settings(BaseSettings):
         "MB is replaced once its job ends (0 or None: never). The peak, not the current "
         "size: one big job is enough, so set it above what your largest job needs.",
     )
+    worker_gpus: str = Field(
+        default="auto",
+        description="The GPUs a worker trains on: auto (those nvidia-smi lists; none "
+        "without it), none, or ids as CUDA_VISIBLE_DEVICES takes them (0,1). With GPUs the "
+        "worker runs one pool process per group of worker_gpus_per_job, pinned to it.",
+    )
+    worker_gpus_per_job: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="GPUs per pool process: the resources.gpus of the jobs it serves.",
+    )
+    worker_gpu_type: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        description="The GPU type the worker advertises (resources.gpu_type); default the "
+        "name nvidia-smi gives, as h200 or a100-sxm4-80gb.",
+    )
+    worker_queues: str | None = Field(
+        default=None,
+        description="Comma-separated queues a worker consumes instead of those its devices "
+        "imply (a GPU worker: its GPU queues and the CPU queue netkiln.jobs).",
+    )
+    worker_logical_cpus: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Split each pool process's CPU into this many logical devices, so "
+        "multi-device (data-parallel) jobs run without GPUs: for tests, no faster.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text",

@@ -303,13 +303,31 @@ def _monitor_is_logged(flight: Flight) -> Iterator[SpecWarning]:
 #: Metric names as Keras logs them, where it logs them under another name.
 _ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 
+
 #: Every rule, in the order they run; the first error wins.
+def _batch_splits_over_devices(flight: Flight) -> Iterator[SpecWarning]:
+    """Data parallelism gives each device an equal share of a batch: TensorFlow's
+    MirroredStrategy under Keras fails on a batch that does not split evenly."""
+    devices = flight.spec.resources.device_count
+    batch_size = flight.spec.fit.batch_size
+    if batch_size % devices:
+        lower = max(devices, batch_size - batch_size % devices)
+        raise SpecError(
+            f"batch_size {batch_size} does not split over {devices} GPUs "
+            f"(resources.gpus); use a multiple of {devices}, such as {lower} or "
+            f"{lower + devices}",
+            ["fit", "batch_size"],
+        )
+    yield from ()
+
+
 RULES: tuple[Rule, ...] = (
     _input_shape,
     _classes_exist,
     _examples_left,
     _targets_match_loss,
     _monitor_is_logged,
+    _batch_splits_over_devices,
 )
 
 

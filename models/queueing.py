@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models import workers
 from models.limits import Limits
+from models.spec.resources import ResourcesSpec
 from models.tables import Job, JobStatus, Tenant
 from models.tenancy import count_jobs
 
@@ -27,9 +28,10 @@ class QueueState:
 
 
 def queue_state(
-    session: Session, job: Job, queue: str, default_limits: Limits, sweep_interval: float
+    session: Session, job: Job, default_limits: Limits, sweep_interval: float
 ) -> QueueState | None:
     """None unless ``job`` is queued."""
+    queue = job.queue
     if job.status != JobStatus.QUEUED:
         return None
     ahead = session.scalar(
@@ -37,6 +39,7 @@ def queue_state(
         .select_from(Job)
         .where(
             Job.status == JobStatus.QUEUED,
+            Job.queue == queue,
             or_(
                 Job.created_at < job.created_at,
                 and_(Job.created_at == job.created_at, Job.id < job.id),
@@ -44,13 +47,14 @@ def queue_state(
         )
     )
     position = int(ahead or 0) + 1
-    serving = [w for w in workers.live(session, sweep_interval) if queue in w.queues]
+    serving = workers.serving(session, queue, sweep_interval)
     if not serving:
         return QueueState(
             queue,
             position,
             "no_worker_for_resources",
-            f"no running worker serves the queue {queue}: start one (netkiln worker) that can",
+            f"no running worker serves the queue {queue} ({_needs(job)}): start one that "
+            f"can ({_worker_command(job)})",
         )
     tenant = session.get(Tenant, job.tenant_id)
     limits = default_limits.over(tenant.limits if tenant else {})
@@ -71,3 +75,21 @@ def queue_state(
         f"{position - 1} jobs ahead of it; {len(serving)} workers ({slots} job slots) serve "
         "the queue",
     )
+
+
+def _needs(job: Job) -> str:
+    resources = ResourcesSpec.model_validate(job.spec.get("resources") or {})
+    if resources.accelerator == "cpu":
+        return "a CPU"
+    kind = f" {resources.gpu_type}" if resources.gpu_type else ""
+    return f"{resources.device_count}{kind} GPU{'s' if resources.device_count > 1 else ''}"
+
+
+def _worker_command(job: Job) -> str:
+    resources = ResourcesSpec.model_validate(job.spec.get("resources") or {})
+    if resources.accelerator == "cpu":
+        return "netkiln worker"
+    gpus = ",".join(str(index) for index in range(resources.device_count))
+    group = f" --gpus-per-job {resources.device_count}" if resources.device_count > 1 else ""
+    kind = f" --gpu-type {resources.gpu_type}" if resources.gpu_type else ""
+    return f"netkiln worker --gpus {gpus}{group}{kind}"

@@ -141,6 +141,12 @@ class Job(Base):
     )
     name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(
+        String(100),
+        default="netkiln.jobs",
+        server_default="netkiln.jobs",
+        doc="Where its message waits (core.queue.queue_for its resources).",
+    )
     status: Mapped[JobStatus] = mapped_column(
         Enum(
             JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
@@ -167,6 +173,10 @@ class Job(Base):
     epochs_total: Mapped[int] = mapped_column(Integer, default=0)
     batch: Mapped[int] = mapped_column(Integer, default=0, doc="Batches done in this epoch.")
     steps_per_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    epoch_seconds_estimate: Mapped[float | None] = mapped_column(
+        doc="An epoch's seconds as the worker's execution plan estimates them from its "
+        "measured speed: the ETA until the job's own pace is known."
+    )
     checkpoint_epoch: Mapped[int | None] = mapped_column(
         Integer, doc="Epochs the newest checkpoint holds; a retry resumes after it."
     )

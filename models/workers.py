@@ -64,6 +64,11 @@ def live(session: Session, sweep_interval: float) -> list[Worker]:
     return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= since)))
 
 
+def serving(session: Session, queue: str, sweep_interval: float) -> list[Worker]:
+    """Live workers that consume ``queue``."""
+    return [worker for worker in live(session, sweep_interval) if queue in worker.queues]
+
+
 @dataclass(frozen=True)
 class EpochEstimate:
     seconds: float

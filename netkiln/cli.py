@@ -16,7 +16,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from core.queue import JOB_QUEUE
 from core.settings import Settings, get_settings
 from netkiln.admin_cli import ensure_local_key
 from netkiln.admin_cli import register as register_admin_commands
@@ -54,7 +53,11 @@ ApiWorkersOption = Annotated[
     ),
 ]
 ConcurrencyOption = Annotated[
-    int, typer.Option("--concurrency", help="Jobs trained at once by this worker (one per GPU).")
+    int,
+    typer.Option(
+        "--concurrency",
+        help="Jobs a CPU worker trains at once (a GPU worker: one per GPU group).",
+    ),
 ]
 
 
@@ -161,11 +164,62 @@ def api(
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, log_level=None)
 
 
+GpusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gpus",
+        help="auto (detected with nvidia-smi), none, or ids as CUDA_VISIBLE_DEVICES takes "
+        "them (0,1): one pool process per GPU group, pinned to it. Default "
+        "NETKILN_WORKER_GPUS, or auto.",
+    ),
+]
+GpusPerJobOption = Annotated[
+    int | None,
+    typer.Option("--gpus-per-job", min=1, help="GPUs per pool process (the jobs' resources.gpus)."),
+]
+GpuTypeOption = Annotated[
+    str | None,
+    typer.Option("--gpu-type", help="The GPU type to advertise (default from nvidia-smi)."),
+]
+QueuesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--queues", help="Comma-separated queues to consume instead of those the devices imply."
+    ),
+]
+
+
 @app.command()
-def worker(data_dir: DataDirOption = None, concurrency: ConcurrencyOption = 1) -> None:
-    """Run a training worker (Celery)."""
+def worker(
+    data_dir: DataDirOption = None,
+    concurrency: ConcurrencyOption = 1,
+    gpus: GpusOption = None,
+    gpus_per_job: GpusPerJobOption = None,
+    gpu_type: GpuTypeOption = None,
+    queues: QueuesOption = None,
+) -> None:
+    """Run a training worker (Celery): on the CPU, or one pool process per GPU (group)."""
+    from worker.devices import worker_devices
+
+    # Exported, so the pool processes read the same devices when they pin themselves.
+    for name, value in (
+        ("NETKILN_WORKER_GPUS", gpus),
+        ("NETKILN_WORKER_GPUS_PER_JOB", gpus_per_job),
+        ("NETKILN_WORKER_GPU_TYPE", gpu_type),
+        ("NETKILN_WORKER_QUEUES", queues),
+    ):
+        if value is not None:
+            os.environ[name] = str(value)
     settings = _settings(data_dir)
     _require_schema(settings, migrate=settings.database_url is None)
+    try:
+        devices = worker_devices(settings)
+    except ValueError as exc:
+        _refuse(str(exc))
+    if devices.gpus:
+        groups = " ".join(",".join(gpu.id for gpu in group) for group in devices.groups)
+        typer.echo(f"netkiln worker: GPUs {groups} (one pool process each)")
+    typer.echo(f"netkiln worker: queues {', '.join(devices.queues)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Read by Keras when the pool processes import it (the main process never does).
     os.environ["KERAS_BACKEND"] = settings.keras_backend
@@ -180,9 +234,9 @@ def worker(data_dir: DataDirOption = None, concurrency: ConcurrencyOption = 1) -
             "worker",
             f"--loglevel={settings.log_level.upper()}",
             "--pool=prefork",
-            f"--concurrency={concurrency}",
+            f"--concurrency={devices.concurrency(concurrency)}",
             "--queues",
-            JOB_QUEUE,
+            ",".join(devices.queues),
             "--without-gossip",
             "--without-mingle",
         ]

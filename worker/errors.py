@@ -20,6 +20,9 @@ ErrorCode = Literal[
     # The artifact store refused or did not answer for NETKILN_STORE_RETRY_SECONDS while
     # the job read its inputs or wrote a checkpoint or its model.
     "storage_unavailable",
+    # The job asks for more devices (resources.gpus) than the worker process that took it
+    # has: a worker advertising GPUs it does not have.
+    "resources_unavailable",
     "internal",
 ]
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from models.workers import FLOP_PER_PARAM
+from worker.errors import JobError
 
 #: Seconds of training per execution the plan aims at.
 TARGET_SECONDS = 0.5
@@ -111,6 +112,71 @@ def dtype_policy(precision: str) -> Iterator[None]:
         keras.config.set_dtype_policy("float32")
 
 
+@contextmanager
+def data_parallel(replicas: int) -> Iterator[list[str]]:
+    """Train on ``replicas`` devices of this process (its GPUs, else logical CPUs): the
+    batch split among them, the gradients averaged, with the backend's own machinery.
+    Yields the devices the job trains on. The model must be built, loaded and fitted
+    inside: variables are placed when they are created."""
+    if replicas <= 1:
+        yield device_speed().devices[:1]
+        return
+    devices = _replica_devices(replicas)
+    with DATA_PARALLEL[keras.backend.backend()](devices):
+        yield devices
+
+
+def _replica_devices(replicas: int) -> list[str]:
+    available = keras.distribution.list_devices("gpu") if _has_gpus() else []
+    if len(available) < replicas:
+        available = keras.distribution.list_devices("cpu")
+    if len(available) < replicas:
+        raise JobError(
+            "resources_unavailable",
+            f"the job asks for {replicas} devices; this worker process has "
+            f"{len(available)} ({', '.join(available)}): start the worker with --gpus and "
+            "--gpus-per-job to match (or NETKILN_WORKER_LOGICAL_CPUS for CPU devices)",
+        )
+    return list(available[:replicas])
+
+
+def _has_gpus() -> bool:
+    try:
+        return bool(keras.distribution.list_devices("gpu"))
+    except Exception:  # a backend that has no GPU platform here
+        return False
+
+
+@contextmanager
+def _mirrored(devices: list[str]) -> Iterator[None]:
+    with _mirrored_strategy(tuple(devices)).scope():
+        yield
+
+
+@functools.cache
+def _mirrored_strategy(devices: tuple[str, ...]) -> Any:
+    """One per device set for the life of the process: a second MirroredStrategy over the
+    same devices reuses the first one's collective instance keys, and its all-reduces then
+    meet the earlier job's (TensorFlow aborts them: "Shape mismatch in the collective")."""
+    import tensorflow as tf
+
+    names = [f"/{device.replace('cpu', 'CPU').replace('gpu', 'GPU')}" for device in devices]
+    return tf.distribute.MirroredStrategy(devices=names)
+
+
+@contextmanager
+def _jax_data_parallel(devices: list[str]) -> Iterator[None]:
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(None)
+
+
+#: Per Keras backend: how a job trains on several devices of one host.
+DATA_PARALLEL = {"tensorflow": _mirrored, "jax": _jax_data_parallel}
+
+
 def plan_execution(
     params: int,
     batch_size: int,
@@ -120,6 +186,7 @@ def plan_execution(
     *,
     precision: str = "float32",
     jit_compile: bool = False,
+    devices: list[str] | None = None,
 ) -> ExecutionPlan:
     """``asked``: the spec's ``fit.steps_per_execution``; ``precision`` and ``jit_compile``
     as the model runs (the latter as Keras resolved it)."""
@@ -129,7 +196,7 @@ def plan_execution(
     )
     base: dict[str, Any] = {
         "backend": keras.backend.backend(),
-        "devices": speed.devices,
+        "devices": devices or speed.devices,
         "precision": precision,
         "jit_compile": jit_compile,
         "device_gflops": speed.gflops,
@@ -139,6 +206,14 @@ def plan_execution(
         return ExecutionPlan(
             1,
             "a learning-rate schedule set per step by a callback must see every step",
+            step_seconds=step_seconds,
+            **base,
+        )
+    if devices and len(devices) > 1 and keras.backend.backend() == "tensorflow":
+        return ExecutionPlan(
+            1,
+            "data-parallel on TensorFlow: Keras's multi-step train function fails under "
+            "MirroredStrategy (checked with Keras 3.15, TensorFlow 2.20)",
             step_seconds=step_seconds,
             **base,
         )

@@ -175,12 +175,16 @@ class JobStore:
             add_event(session, self.job_id, "log", {"level": "info", "message": message})
 
     @_riding_out_outages
-    def record_execution(self, index: int, plan: Mapping[str, Any]) -> None:
-        """How stage ``index`` runs (worker/execution.py); earlier stages' plans stay."""
+    def record_execution(
+        self, index: int, plan: Mapping[str, Any], epoch_seconds: float | None
+    ) -> None:
+        """How stage ``index`` runs (worker/execution.py), and the epoch time it estimates;
+        earlier stages' plans stay."""
         with self._owned() as (_, job):
             plans = list(job.execution or [])
             plans[index:] = [dict(plan)]
             job.execution = plans
+            job.epoch_seconds_estimate = epoch_seconds
 
     @_riding_out_outages
     def record_phase(self, index: int, record: Mapping[str, Any]) -> None:

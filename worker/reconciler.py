@@ -61,7 +61,9 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
             )
             .with_for_update(skip_locked=True)
         )
+        queues: dict[uuid.UUID, str] = {}
         for job in stale:
+            queues[job.id] = job.queue
             silent = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
             reason = f"worker {job.worker_host} stopped responding during attempt {job.attempt}"
             outcome = end_lost_attempt(
@@ -75,8 +77,8 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
             add_status_event(session, job, reason=reason)
             log.warning("job %s: silent for %.0fs; %s", job.id, silent, reason)
         undispatched = list(
-            session.scalars(
-                select(Job.id).where(
+            session.execute(
+                select(Job.id, Job.queue).where(
                     Job.status == JobStatus.QUEUED,
                     or_(
                         # The broker came back empty: every message is gone.
@@ -94,8 +96,9 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
             "the broker lost its messages (restarted empty?): sending %d queued jobs again",
             len(undispatched),
         )
-    for job_id in [*report.requeued, *undispatched]:
-        dispatch(celery, url, job_id)
+    queues.update({job_id: queue for job_id, queue in undispatched})
+    for job_id in [*report.requeued, *(job_id for job_id, _ in undispatched)]:
+        dispatch(celery, url, job_id, queues[job_id])
         report.dispatched.append(job_id)
     return report
 

@@ -19,7 +19,7 @@ from models.spec import job_spec_adapter
 from worker.artifacts import JobArtifacts
 from worker.control import Control, JobCancelled
 from worker.errors import JobError
-from worker.execution import dtype_policy
+from worker.execution import data_parallel, dtype_policy
 from worker.jobstore import JobStore, LostOwnership
 from worker.memory import registered_gradients, release
 from worker.resolve import Resolver
@@ -62,9 +62,13 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
                 if claim.checkpoint_epoch and claim.checkpoint_uri
                 else None
             )
-            # The layers the job builds take its precision, for this job only.
-            with dtype_policy(spec.fit.precision):
-                result = train(spec, store, control, artifacts, resolver, resume)
+            # The layers the job builds take its precision, and its variables live on its
+            # devices, for this job only.
+            with (
+                dtype_policy(spec.fit.precision),
+                data_parallel(spec.resources.device_count) as devices,
+            ):
+                result = train(spec, store, control, artifacts, resolver, resume, devices)
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
             store.succeed(result.test_metrics, artifacts.save_model(result.model), result.chance)

@@ -12,6 +12,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
+from billiard.process import current_process
 from celery.signals import (
     worker_init,
     worker_process_init,
@@ -22,11 +23,12 @@ from celery.signals import (
 from celery.worker import state
 from celery.worker.request import Request
 
-from core.queue import JOB_QUEUE, RUN_JOB_TASK, make_celery
+from core.queue import RUN_JOB_TASK, make_celery
 from core.settings import get_settings
 from core.storage import open_store
 from models import workers
 from models.db import forget_inherited_connections, transaction
+from worker.devices import pin_pool_process, split_cpu, worker_devices
 from worker.reconciler import Reconciler, record_crash, requeue_interrupted
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def _remember_worker(sender: Any, **_: Any) -> None:
             session,
             worker_id(os.getpid()),
             socket.gethostname(),
-            [JOB_QUEUE],
+            worker_devices(settings).queues,
             settings.keras_backend,
             int(getattr(sender, "concurrency", 1) or 1),
         )
@@ -120,11 +122,17 @@ def _warm_up(**_: Any) -> None:
     forget_inherited_connections()
     # The process this one replaces may have died mid-checkpoint.
     open_store(get_settings()).clean_staging()
+    # This process's GPUs (or none), before the backend is imported: CUDA reads them once.
+    settings = get_settings()
+    pin_pool_process(settings, current_process().index)
     # Import TensorFlow in the pool process, never in the parent: a forked TF runtime
     # can deadlock, and paying the import here keeps it off the first job's clock.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import worker.runner  # noqa: F401
     from worker.execution import device_speed
+
+    if settings.keras_backend == "tensorflow":
+        split_cpu(settings.worker_logical_cpus)
 
     # Measured now, off every job's clock; the execution plans and the API's epoch
     # estimates rest on it.

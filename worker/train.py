@@ -164,9 +164,11 @@ def train(
     artifacts: JobArtifacts,
     resolver: Resolver,
     resume: Resume | None = None,
+    devices: list[str] | None = None,
 ) -> TrainResult:
     """Train ``spec``; with ``resume``, continue from its checkpoint. Called under the
-    spec's dtype policy (:func:`worker.execution.dtype_policy`)."""
+    spec's dtype policy (:func:`worker.execution.dtype_policy`) and, for several
+    ``devices``, their data parallelism (:func:`worker.execution.data_parallel`)."""
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     data = load_dataset(spec.dataset, resolver.dataset)
@@ -211,19 +213,25 @@ def train(
             compile_model(
                 model, fit_plan.loss, stage.optimizer, fit_plan.metrics, spec.fit.jit_compile
             )
+        steps_per_epoch = _steps_per_epoch(len(x_train), spec.batch_size, spec.fit.validation_split)
         plan = plan_execution(
             count_params(model)[1],
             spec.batch_size,
-            _steps_per_epoch(len(x_train), spec.batch_size, spec.fit.validation_split),
+            steps_per_epoch,
             per_step_callbacks=sets_rate_every_step(stage_callbacks),
             asked=spec.fit.steps_per_execution,
             precision=spec.fit.precision,
             jit_compile=bool(model.jit_compile),
+            devices=devices,
         )
         # Set on the compiled model (a resumed one keeps its optimizer state): Keras reads
         # it when fit builds the train function.
         model.steps_per_execution = plan.steps_per_execution
-        store.record_execution(index, plan.record())
+        store.record_execution(
+            index,
+            plan.record(),
+            plan.step_seconds * steps_per_epoch if plan.step_seconds else None,
+        )
         callbacks = [
             *stage_callbacks,
             CheckpointCallback(store, artifacts, stage_callbacks),

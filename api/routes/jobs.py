@@ -30,7 +30,6 @@ from api.json_body import JsonRoute
 from api.schemas import BINARY, DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
 from api.services import deletion
 from api.services import jobs as service
-from core.queue import JOB_QUEUE
 from core.settings import Settings
 from models.db import reader_factory, session_factory
 from models.queueing import queue_state
@@ -199,9 +198,7 @@ def _read_job_document(
         if job is None:
             return caller, None
         artifacts = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
-        queue = queue_state(
-            session, job, JOB_QUEUE, settings.default_limits, settings.reconcile_interval
-        )
+        queue = queue_state(session, job, settings.default_limits, settings.reconcile_interval)
         document_out = JobOut.from_row(job, artifacts, detailed=True, queue=queue)
         body = document_out.model_dump_json().encode()
     document = JobDocument(job.tenant_id, body, finished=JobStatus(job.status).is_terminal)

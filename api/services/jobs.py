@@ -23,7 +23,7 @@ from api import documents
 from api.errors import Conflict, InvalidSpec, NetkilnError
 from api.schemas import DryRunOut, EpochEstimateOut
 from api.services.limits import check_job_limits, check_queue_room
-from core.queue import dispatch
+from core.queue import dispatch, queue_for
 from core.settings import Settings
 from models import kinds, workers
 from models.events import add_event, add_status_event
@@ -73,7 +73,7 @@ def dry_run(session: Session, settings: Settings, spec: AnyJobSpec, caller: Call
     inspection = _inspect(session, spec, caller)
     check_job_limits(spec, caller, inspection)
     estimate = workers.estimate_epoch(
-        workers.live(session, settings.reconcile_interval),
+        workers.serving(session, queue_for(spec.resources), settings.reconcile_interval),
         inspection.summary.trainable,
         spec.batch_size,
         inspection.sizes.train,
@@ -127,7 +127,7 @@ def submit(
             raise
         return Submitted(existing, created=False)
     try:
-        dispatch(celery, settings.resolved_database_url, job.id)
+        dispatch(celery, settings.resolved_database_url, job.id, job.queue)
     except Exception:
         # The row is the source of truth; a queued job without a message is re-sent
         # by the worker's reconciler once the broker is back.
@@ -151,6 +151,7 @@ def _insert(
         name=spec.name,
         kind=spec.kind,
         status=JobStatus.QUEUED,
+        queue=queue_for(spec.resources),
         spec=spec.model_dump(mode="json"),
         max_attempts=max_attempts,
         epochs_total=spec.total_epochs,

@@ -11,6 +11,7 @@ from models.spec.base import MAX_LAYERS, MAX_RANK, MAX_UNITS, LossName, MetricNa
 from models.spec.data import DatasetSpec
 from models.spec.layers import LayerSpec, PrimitiveLayerSpec, expand_layers
 from models.spec.optimizers import Optimizer, OptimizerSpec
+from models.spec.resources import ResourcesSpec
 
 
 class ModelSpec(StrictModel):
@@ -177,6 +178,10 @@ class JobSpecBase(StrictModel):
         default=None, gt=0, le=30 * 24 * 3600, description="Seconds; past this the job fails."
     )
     dataset: DatasetSpec
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec,
+        description="The devices the job needs; it waits in the queue of workers that have them.",
+    )
 
 
 class TrainJobSpec(JobSpecBase):

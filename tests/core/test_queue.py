@@ -56,7 +56,7 @@ def test_zero_turns_recycling_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 DISPATCH_FROM_ELSEWHERE = """
 import sys, uuid
-from core.queue import dispatch, make_celery
+from core.queue import JOB_QUEUE, dispatch, make_celery
 from core.settings import Settings
 from models.migrate import upgrade
 
@@ -64,7 +64,9 @@ settings = Settings(data_dir=sys.argv[1])
 settings.ensure_dirs()
 upgrade(settings.resolved_database_url)
 # No job row: dispatch's bookkeeping update finds nothing; the message is still sent.
-dispatch(make_celery(settings), settings.resolved_database_url, uuid.UUID(sys.argv[2]))
+dispatch(
+    make_celery(settings), settings.resolved_database_url, uuid.UUID(sys.argv[2]), JOB_QUEUE
+)
 """
 
 

@@ -65,25 +65,34 @@ def netkiln_layer(name: str) -> type[keras.layers.Layer] | None:
 
 
 def plain_equivalent(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A layer plain Keras can load, computing what ``layer`` computes at inference."""
-    common = {"name": layer.name, "trainable": layer.trainable}
+    """A float32 layer plain Keras can load, computing what ``layer`` computes at
+    inference."""
+    common = {"name": layer.name, "trainable": layer.trainable, "dtype": "float32"}
     if isinstance(layer, RReLU):
         return keras.layers.LeakyReLU(negative_slope=layer.mean_slope, **common)
     if isinstance(layer, MCDropout):
         return keras.layers.Dropout(rate=layer.rate, seed=layer.seed, **common)
-    return layer.__class__.from_config(layer.get_config())
+    return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
 
 def exportable(model: keras.Model) -> keras.Model:
-    """``model`` with netkiln's custom layers swapped for plain-Keras equivalents, so the
-    downloaded file loads with ``keras.models.load_model`` and nothing else. The custom
-    layers hold no weights, so the weights carry over one for one; the optimizer is
-    re-created from the compile config (its moments are not carried over)."""
-    if not any(isinstance(layer, RReLU | MCDropout) for layer in model.layers):
+    """``model`` with netkiln's custom layers swapped for plain-Keras equivalents, and in
+    float32 if it trained under a mixed precision policy (fit.precision), so the
+    downloaded file loads with ``keras.models.load_model`` and nothing else, computing in
+    float32 like any model a user builds. Neither change touches the weights (the custom
+    layers hold none; mixed precision keeps its variables in float32), so they carry over
+    one for one; the optimizer is re-created from the compile config, without a mixed
+    float16 loss scaler (its moments are not carried over)."""
+    custom = any(isinstance(layer, RReLU | MCDropout) for layer in model.layers)
+    mixed = any(layer.dtype_policy.name != "float32" for layer in model.layers)
+    if not custom and not mixed:
         return model
     clone = keras.models.clone_model(model, clone_function=plain_equivalent)
     clone.set_weights(model.get_weights())
     config = model.get_compile_config()
     if config is not None:
+        optimizer = config.get("optimizer")
+        if isinstance(optimizer, dict) and optimizer.get("class_name") == "LossScaleOptimizer":
+            config = {**config, "optimizer": optimizer["config"]["inner_optimizer"]}
         clone.compile_from_config(config)
     return clone
