@@ -53,7 +53,9 @@ class ArmFailed(Exception):
 # --------------------------------------------------------------------------- plain arm
 
 
-def run_plain(round_dir: Path, env: dict[str, str], epochs: int, batch_size: int) -> dict[str, Any]:
+def run_plain(
+    round_dir: Path, env: dict[str, str], epochs: int, batch_size: int, *extra: str
+) -> dict[str, Any]:
     command = [
         sys.executable,
         str(REPO / "bench" / "plain_keras.py"),
@@ -62,6 +64,7 @@ def run_plain(round_dir: Path, env: dict[str, str], epochs: int, batch_size: int
         f"--validation-split={BN_AFTER_ACTIVATION['fit']['validation_split']}",
         f"--seed={BN_AFTER_ACTIVATION['seed']}",
         f"--out={round_dir / 'plain-models'}",
+        *extra,
     ]
     busy_before, own_before = machine_busy_s(), children_cpu_s()
     start = time.perf_counter()
@@ -425,6 +428,46 @@ def run_options(
                 "steps_per_execution": plan["steps_per_execution"],
                 "achieved_gflops": achieved,
                 "device_gflops": plan["device_gflops"],
+                "params": result["params"],
+            }
+        )
+    return results
+
+
+#: Input pipelines the table compares in plain Keras (bench/plain_keras.py --pipeline), at
+#: the steps per execution the default plan chose: the service's (Keras's array adapter,
+#: which prefetches from memory) against explicit tf.data pipelines.
+PIPELINE_ROWS: list[tuple[str, str]] = [
+    ("input: arrays, Keras's adapter (the service's)", "arrays"),
+    ("input: tf.data cache + shuffle + prefetch", "tf-data-cache-prefetch"),
+    ("input: tf.data cache + shuffle, no prefetch", "tf-data-cache"),
+]
+
+
+def run_pipelines(
+    root: Path, args: Any, env: dict[str, str], steps_per_execution: int, params: int
+) -> list[dict[str, Any]]:
+    results = []
+    for index, (label, pipeline) in enumerate(PIPELINE_ROWS):
+        row_dir = root / f"pipeline-{index}"
+        row_dir.mkdir()
+        print(f"pipeline {index + 1}/{len(PIPELINE_ROWS)}: {label} …", flush=True)
+        result = run_plain(
+            row_dir,
+            env,
+            args.option_epochs,
+            args.batch_size,
+            f"--pipeline={pipeline}",
+            f"--steps-per-execution={steps_per_execution}",
+        )
+        achieved = 6 * params * TRAIN_EXAMPLES / result["steady_epoch_s"] / 1e9
+        results.append(
+            {
+                "option": label,
+                "steady_epoch_s": result["steady_epoch_s"],
+                "accuracy": result["accuracy"],
+                "steps_per_execution": steps_per_execution,
+                "achieved_gflops": achieved,
             }
         )
     return results
@@ -509,6 +552,14 @@ def main() -> None:
         summary = summarize(rounds)
         if args.options:
             summary["options"] = run_options(root, args, env, spec)
+            auto = summary["options"][1]
+            summary["options"] += run_pipelines(
+                root,
+                args,
+                env,
+                auto["steps_per_execution"],
+                auto["params"],
+            )
         print()
         print_report(summary, rounds, args)
         print_plan(rounds[0]["service"])

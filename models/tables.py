@@ -174,8 +174,9 @@ class Job(Base):
     batch: Mapped[int] = mapped_column(Integer, default=0, doc="Batches done in this epoch.")
     steps_per_epoch: Mapped[int] = mapped_column(Integer, default=0)
     epoch_seconds_estimate: Mapped[float | None] = mapped_column(
+        Float,
         doc="An epoch's seconds as the worker's execution plan estimates them from its "
-        "measured speed: the ETA until the job's own pace is known."
+        "measured speed: the ETA until the job's own pace is known.",
     )
     checkpoint_epoch: Mapped[int | None] = mapped_column(
         Integer, doc="Epochs the newest checkpoint holds; a retry resumes after it."

@@ -77,3 +77,21 @@ def test_packages_import_only_their_layers(package: str) -> None:
         for name in _imported_packages(path) - ALLOWED_IMPORTS[package]
     }
     assert not breaches, sorted(breaches)
+
+
+def test_every_image_copies_every_package() -> None:
+    """The Dockerfile's targets install the project from copied folders: a package left out
+    installs fine and fails at the first import (core/ and uploads/ once were)."""
+    import re
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    found = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]["include"]
+    packages = {pattern.rstrip("*") for pattern in found}
+    stages = re.split(r"^FROM ", (root / "Dockerfile").read_text(), flags=re.MULTILINE)[1:]
+    assert len(stages) == 3
+    for stage in stages:
+        copied = set(re.findall(r"^COPY (\w+) \1$", stage, flags=re.MULTILINE))
+        assert copied == packages, stage.splitlines()[0]

@@ -53,6 +53,8 @@ class ExecutionPlan:
     reason: str
     backend: str
     devices: list[str]
+    #: How batches reach the train step (:data:`INPUT_PIPELINES`).
+    input_pipeline: str = ""
     precision: str = "float32"
     jit_compile: bool = False
     #: The estimated seconds of one train step, from the measured device speed.
@@ -63,6 +65,19 @@ class ExecutionPlan:
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Per Keras backend: how a job's in-memory arrays become batches. Keras's own array
+#: adapter, as a plain script's ``fit(x, y)`` gets it: the same shuffle, the same batches,
+#: so the same numbers. bench/overhead.py --options measured the alternatives on
+#: TensorFlow (an explicit tf.data pipeline with cache and prefetch; one without
+#: prefetch): no faster, and a tf.data shuffle is another order of examples.
+INPUT_PIPELINES = {
+    "tensorflow": "in-memory arrays through Keras's array adapter: a tf.data pipeline of "
+    "batches sliced from memory, shuffled each epoch, prefetched (AUTOTUNE)",
+    "jax": "in-memory arrays through Keras's array adapter: NumPy batches sliced from "
+    "memory, shuffled each epoch (split over the job's devices when it has several)",
+}
 
 
 @functools.cache
@@ -197,6 +212,7 @@ def plan_execution(
     base: dict[str, Any] = {
         "backend": keras.backend.backend(),
         "devices": devices or speed.devices,
+        "input_pipeline": INPUT_PIPELINES.get(keras.backend.backend(), "Keras's array adapter"),
         "precision": precision,
         "jit_compile": jit_compile,
         "device_gflops": speed.gflops,

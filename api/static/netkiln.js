@@ -298,12 +298,19 @@
     }
     if (p.eta_seconds != null) progress += ` · ETA ${formatSeconds(p.eta_seconds)}`;
     fact("progress", progress);
+    // Why a queued job waits: its place in its queue and a typed reason.
+    if (job.queue) {
+      const q = job.queue;
+      fact("waiting", `${q.reason} · #${q.position} in ${q.queue}: ${q.message}`);
+    }
     fact("kind", job.kind);
     fact("created", formatTime(job.created_at));
     if (job.started_at) fact("started", formatTime(job.started_at));
     if (job.finished_at) fact("finished", formatTime(job.finished_at));
     if (job.attempt > 1) fact("attempt", `${job.attempt} of ${job.max_attempts}`);
     if (job.params) fact("parameters", job.params.total.toLocaleString("en-US"));
+    const plan = (job.execution || []).at(-1);
+    if (plan) fact("devices", `${plan.devices.join(", ")} (${plan.backend}, ${plan.precision})`);
     if (job.last_metrics) fact("last epoch", formatMetrics(job.last_metrics));
     if (job.test_metrics) fact("test", formatMetrics(job.test_metrics));
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
-from api.documents import page_json
+from api.documents import _progress, page_json
 from api.schemas import JobOut, JobPage
 from api.services import jobs as service
 from models.db import session_factory, transaction
@@ -68,6 +68,7 @@ def jobs(draw: st.DrawFn) -> dict[str, Any]:
         "epochs_total": epochs,
         "batch": draw(st.integers(0, steps)),
         "steps_per_epoch": steps,
+        "epoch_seconds_estimate": draw(st.none() | st.floats(0.001, 1e5)),
         "cancel_requested_at": draw(st.none() | UTC_TIMES),
         "checkpoint_epoch": draw(st.none() | st.integers(0, epochs)),
         "params_total": params,
@@ -155,3 +156,16 @@ def test_cursor_pages_of_listed_rows_cover_every_job_once(backend: Backend, tena
             if cursor is None:
                 break
     assert len(seen) == len(set(seen)) == 9
+
+
+def test_eta_comes_from_the_plans_estimate_until_the_job_has_a_pace() -> None:
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    # Running, no batch done yet (building the model): 4 epochs of the estimated 2.5 s.
+    assert _progress(JobStatus.RUNNING, 0, 4, 0, 100, started, 2.5) == (0.0, 10.0)
+    assert _progress(JobStatus.RUNNING, 0, 4, 0, 100, started, None) == (0.0, None)
+    # Once a quarter is done in ~30 s, the job's own pace: ~90 s left.
+    fraction, eta = _progress(JobStatus.RUNNING, 1, 4, 0, 100, started, 2.5)
+    assert fraction == 0.25
+    assert eta is not None
+    assert 89 < eta < 95
+    assert _progress(JobStatus.QUEUED, 0, 4, 0, 0, None, 2.5) == (0.0, None)

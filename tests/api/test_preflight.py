@@ -125,6 +125,12 @@ REFUSED: list[tuple[str, Change, list[str | int], str]] = [
         ["fit", "early_stopping", "monitor"],
         "set fit.validation_split",
     ),
+    (
+        "batch over three GPUs",
+        _all(_set("resources", {"accelerator": "gpu", "gpus": 3}), _set("fit.batch_size", 32)),
+        ["fit", "batch_size"],
+        "such as 30 or 33",
+    ),
 ]
 
 

@@ -48,7 +48,9 @@ def test_steps_per_execution_changes_no_number(service: Service) -> None:
     assert plan["backend"] == "tensorflow"
     assert (plan["precision"], plan["jit_compile"]) == ("float32", False)  # Keras's CPU "auto"
     assert plan["device_gflops"] > 0
-    assert plan["devices"]
+    assert plan["devices"] == ["cpu:0"]
+    assert "Keras's array adapter" in plan["input_pipeline"]
+    assert planned["progress"]["eta_seconds"] is None  # succeeded: nothing left
     assert single["execution"][0]["steps_per_execution"] == 1
     assert single["execution"][0]["reason"] == "fit.steps_per_execution in the spec"
 

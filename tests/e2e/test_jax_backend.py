@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import io
+import math
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,3 +77,24 @@ def test_a_job_with_netkilns_own_layers_and_callbacks_trains_on_jax(
     path.write_bytes(model.content)
     loaded = keras.models.load_model(path)
     assert loaded.output_shape == (None, 10)
+
+
+def test_a_two_device_job_trains_data_parallel_on_jax(jax_service: Service) -> None:
+    """``resources.gpus: 2`` on JAX: Keras's DataParallel over the worker's two devices
+    (logical CPU devices here), with the loss curve of one device."""
+    from tests.e2e.test_placement import TWO_GPU_WORKER, losses, spec, submit
+
+    jax_service.start_worker("jax-gpu-worker", **TWO_GPU_WORKER)
+    with jax_service.client() as client:
+        one = submit(client, spec("jax-one-device", 3))
+        two = submit(client, spec("jax-two-devices", 3, accelerator="gpu", gpus=2))
+        for job_id in (one, two):
+            job = jax_service.wait_for(job_id)
+            assert job["status"] == "succeeded", (job, jax_service.tail())
+        [plan] = jax_service.wait_for(two)["execution"]
+        assert plan["backend"] == "jax"
+        assert plan["devices"] == ["cpu:0", "cpu:1"]
+        assert plan["steps_per_execution"] > 1  # the TensorFlow-only restriction does not apply
+        single, parallel = losses(client, one), losses(client, two)
+    for ours, reference in zip(parallel, single, strict=True):
+        assert math.isclose(ours, reference, rel_tol=0.01), (parallel, single)

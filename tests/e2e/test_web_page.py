@@ -129,6 +129,7 @@ def test_page_lists_a_trained_job_with_its_curves(
     size = page.locator("#d-curves").evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert size == [1000, 600]  # api.routes.curves draws 1000 × 600
     expect(page.locator("#d-curves-note")).to_have_text("")
+    expect(page.locator("#d-facts")).to_contain_text("cpu:0 (tensorflow, float32)")
 
     # A download goes through fetch (with the key) and a blob, not a bare link.
     artifact = next(item for item in job["artifacts"] if item["format"] == "h5")
@@ -148,6 +149,32 @@ def test_page_lists_a_trained_job_with_its_curves(
     assert image[..., :3].std() > 0.05  # a page, not a blank
     page.context.close()
     assert not problems, problems  # no script errors, CSP violations or failed loads
+
+
+def test_page_says_why_a_job_waits(browser: Browser, service: Service) -> None:
+    from playwright.sync_api import expect
+
+    spec = {
+        **TINY_SPEC,
+        "name": "waits-for-h200s",
+        "resources": {"accelerator": "gpu", "gpu_type": "h200"},
+    }
+    with service.client() as client:
+        created = client.post("/v1/jobs", json=spec)
+        assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    problems: list[str] = []
+    page = open_page(browser, f"{service.base_url}/#key={quote(service.api_key)}", problems)
+    try:
+        page.locator(f'tr[data-job-id="{job_id}"]').click(timeout=WAIT_MS)
+        expect(page.locator("#d-facts")).to_contain_text(
+            "no_worker_for_resources · #1 in netkiln.gpu.h200.x1", timeout=WAIT_MS
+        )
+    finally:
+        page.context.close()
+        with service.client() as client:
+            client.post(f"/v1/jobs/{job_id}/cancel")
+    assert not problems, problems
 
 
 def test_page_explains_a_refused_key_a_failed_job_and_missing_epochs(

@@ -17,6 +17,7 @@ from models.spec import CompileSpec, DatasetSpec, LayerSpec, OptimizerSpec, job_
 from models.spec.base import ActivationName, InitializerName, LossName, MetricName
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.spec.optimizers import OPTIMIZER_SHORTHANDS, SGD, Adam
+from models.spec.resources import ResourcesSpec
 from models.spec.schedules import ScheduleSpec
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.json"))
@@ -450,3 +451,15 @@ class TestStrictness:
         with pytest.raises(ValidationError, match="at most one of clipnorm and global_clipnorm"):
             SGD.model_validate({"type": "SGD", "clipnorm": 1.0, "global_clipnorm": 1.0})
         assert SGD.model_validate({"type": "SGD", "global_clipnorm": 1.0}).global_clipnorm == 1.0
+
+
+def test_resources_default_to_one_cpu_and_refuse_gpu_fields_without_a_gpu() -> None:
+    assert ResourcesSpec().device_count == 1
+    assert ResourcesSpec(accelerator="gpu").device_count == 1
+    assert ResourcesSpec(accelerator="gpu", gpus=4).device_count == 4
+    with pytest.raises(ValidationError, match='gpus and gpu_type need accelerator "gpu"'):
+        ResourcesSpec(gpus=2)
+    with pytest.raises(ValidationError, match="gpu_type"):
+        ResourcesSpec(accelerator="gpu", gpu_type="H200 SXM")
+    with pytest.raises(ValidationError, match="less than or equal to 16"):
+        ResourcesSpec(accelerator="gpu", gpus=17)
