@@ -70,7 +70,10 @@ class ExecutionOut(BaseModel):
     steps_per_execution: int
     reason: str
     backend: str
-    devices: list[str]
+    devices: list[str] = Field(description='What the stage trained on, e.g. ["gpu:0"].')
+    input_pipeline: str = Field(
+        default="", description="How the in-memory arrays become batches on this backend."
+    )
     precision: str
     jit_compile: bool
     step_seconds: float | None = Field(description="The estimated seconds of one train step.")

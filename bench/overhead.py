@@ -524,7 +524,7 @@ def main() -> None:
         help="also train through the service once per execution option (OPTIONS), "
         "--option-epochs each: the table that justifies the plan's defaults",
     )
-    parser.add_argument("--option-epochs", type=int, default=3)
+    parser.add_argument("--option-epochs", type=int, default=5)
     args = parser.parse_args()
 
     # SIGTERM (timeout, a supervisor) unwinds like Ctrl-C: the service is stopped and the

@@ -192,6 +192,12 @@ def _jax_data_parallel(devices: list[str]) -> Iterator[None]:
 DATA_PARALLEL = {"tensorflow": _mirrored, "jax": _jax_data_parallel}
 
 
+def shards_need_even_splits(devices: int) -> bool:
+    """Whether every batch, the last partial one included, must split evenly over the
+    devices: JAX shards a batch as one array (MirroredStrategy splits a ragged one)."""
+    return devices > 1 and keras.backend.backend() == "jax"
+
+
 def plan_execution(
     params: int,
     batch_size: int,

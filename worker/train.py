@@ -26,7 +26,7 @@ from worker.build.model import compile_model, count_params
 from worker.control import Control
 from worker.data import load_dataset
 from worker.errors import JobError
-from worker.execution import plan_execution
+from worker.execution import plan_execution, shards_need_even_splits
 from worker.jobstore import JobStore
 from worker.kinds import BuildContext, build_for
 from worker.outcomes import chance_accuracy
@@ -143,6 +143,11 @@ def _steps_per_epoch(examples: int, batch_size: int, validation_split: float) ->
     return max(1, math.ceil(fitted / batch_size))
 
 
+def _even(array: Any, devices: int) -> Any:
+    """The first examples of ``array``, as many as split evenly over ``devices``."""
+    return array[: len(array) - len(array) % devices]
+
+
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
@@ -189,6 +194,20 @@ def train(
     fitted, held = spec.fit.held_out(len(x_train))
     validation_data = None if held is None else (x_train[held], y_train[held])
     x_train, y_train = x_train[fitted], y_train[fitted]
+    validation_split = spec.fit.validation_split
+    if devices and shards_need_even_splits(len(devices)):
+        # Keras's split done here (the last fraction validates), so that both parts can be
+        # cut to a multiple of the devices; at most devices − 1 examples of each go unused.
+        if validation_split:
+            kept = math.floor(len(x_train) * (1 - validation_split))
+            validation_data = (x_train[kept:], y_train[kept:])
+            x_train, y_train = x_train[:kept], y_train[:kept]
+            validation_split = 0.0
+        even = len(devices)
+        x_train, y_train = _even(x_train, even), _even(y_train, even)
+        x_test, y_test = _even(x_test, even), _even(y_test, even)
+        if validation_data is not None:
+            validation_data = (_even(validation_data[0], even), _even(validation_data[1], even))
 
     done = resume.epoch if resume else 0
     start = 0
@@ -213,7 +232,7 @@ def train(
             compile_model(
                 model, fit_plan.loss, stage.optimizer, fit_plan.metrics, spec.fit.jit_compile
             )
-        steps_per_epoch = _steps_per_epoch(len(x_train), spec.batch_size, spec.fit.validation_split)
+        steps_per_epoch = _steps_per_epoch(len(x_train), spec.batch_size, validation_split)
         plan = plan_execution(
             count_params(model)[1],
             spec.batch_size,
@@ -246,7 +265,7 @@ def train(
                 epochs=end,
                 initial_epoch=max(start, done),
                 batch_size=spec.batch_size,
-                validation_split=spec.fit.validation_split,
+                validation_split=validation_split,
                 validation_data=validation_data,
                 shuffle=spec.fit.shuffle,
                 callbacks=callbacks,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +74,9 @@ def test_a_per_step_schedule_keeps_one_step_per_execution(service: Service) -> N
     assert "per step" in plan["reason"]
 
 
-def test_mixed_precision_and_xla_are_opt_in_said_so_and_recorded(service: Service) -> None:
+def test_mixed_precision_and_xla_are_opt_in_said_so_and_recorded(
+    service: Service, tmp_path: Path
+) -> None:
     spec = copy.deepcopy(DIGITS_SPEC) | {"name": "bf16-xla"}
     spec["fit"] = {**spec["fit"], "epochs": 2, "precision": "mixed_bfloat16", "jit_compile": True}
     with service.client() as client:
@@ -84,8 +87,24 @@ def test_mixed_precision_and_xla_are_opt_in_said_so_and_recorded(service: Servic
         assert response.status_code == 202, response.text
         job = service.wait_for(response.json()["id"])
         default = client.post("/v1/jobs", params={"dry_run": "true"}, json=DIGITS_SPEC).json()
-    assert job["status"] == "succeeded", (job, service.tail())
+        assert job["status"] == "succeeded", (job, service.tail())
+        for fmt in ("keras", "h5"):
+            download = client.get(f"/v1/jobs/{job['id']}/model", params={"format": fmt})
+            assert download.status_code == 200
+            (tmp_path / f"model.{fmt}").write_bytes(download.content)
     [plan] = job["execution"]
     assert (plan["precision"], plan["jit_compile"]) == ("mixed_bfloat16", True)
     assert all(value == value for value in job["test_metrics"].values())  # no NaN
     assert not [w for w in default["warnings"] if w["code"] == "changes_numerics"]
+
+    # Trained in bfloat16, exported for plain Keras in float32, like any model a user builds.
+    import keras
+    import numpy as np
+
+    for fmt in ("keras", "h5"):
+        model = keras.models.load_model(tmp_path / f"model.{fmt}")
+        assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}, fmt
+        assert {weight.dtype for weight in model.weights} == {"float32"}, fmt
+        output = model.predict(np.ones((2, 8, 8), "float32"), verbose=0)
+        assert output.dtype == np.float32
+        np.testing.assert_allclose(output.sum(axis=1), 1.0, rtol=1e-5)

@@ -96,5 +96,8 @@ def test_a_two_device_job_trains_data_parallel_on_jax(jax_service: Service) -> N
         assert plan["devices"] == ["cpu:0", "cpu:1"]
         assert plan["steps_per_execution"] > 1  # the TensorFlow-only restriction does not apply
         single, parallel = losses(client, one), losses(client, two)
+    # Looser than on TensorFlow: JAX shards a batch as one array, so each split is cut to
+    # an even count (an example of each goes unused) and the last batch of an epoch differs.
     for ours, reference in zip(parallel, single, strict=True):
-        assert math.isclose(ours, reference, rel_tol=0.01), (parallel, single)
+        assert math.isclose(ours, reference, rel_tol=0.1), (parallel, single)
+    assert parallel[-1] < parallel[0]

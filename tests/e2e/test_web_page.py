@@ -174,7 +174,8 @@ def test_page_says_why_a_job_waits(browser: Browser, service: Service) -> None:
         page.context.close()
         with service.client() as client:
             client.post(f"/v1/jobs/{job_id}/cancel")
-    assert not problems, problems
+    # curves.png answers 409 for a job without epochs (the page says so in its note).
+    assert not [problem for problem in problems if "409 (Conflict)" not in problem], problems
 
 
 def test_page_explains_a_refused_key_a_failed_job_and_missing_epochs(
