@@ -175,6 +175,48 @@ class DryRunOut(BaseModel):
     )
 
 
+class TrialOut(BaseModel):
+    number: int = Field(description="1, 2, … in the order planned.")
+    params: dict[str, Any] = Field(description="The space's values, by field path.")
+    seed: int
+    job_id: uuid.UUID | None = Field(default=None, description="Once scheduled.")
+    state: str = Field(
+        description="pending, queued, running, succeeded, failed, cancelled, pruned "
+        "(stopped at a rung by ASHA) or skipped (the budget ran out first)."
+    )
+    objective: float | None = Field(
+        default=None, description="The best value of the objective's metric over its epochs."
+    )
+    epochs: int = Field(description="Epochs trained.")
+    max_epochs: int | None = None
+    rung: int | None = Field(default=None, description="ASHA: rungs reached.")
+    rungs: dict[int, float] = Field(
+        default_factory=dict, description="ASHA: the objective at each rung reached."
+    )
+
+
+class TrialsOut(BaseModel):
+    sweep_id: uuid.UUID
+    status: JobStatus
+    metric: str
+    direction: Literal["min", "max"]
+    best: int | None = Field(description="The best trial's number: its model is the sweep's.")
+    trials: list[TrialOut] = Field(description="Best objective first; untrained ones last.")
+
+
+class SweepDryRunOut(BaseModel):
+    """``POST /v1/jobs?dry_run=true`` of a sweep: its trials (grid and random: each one;
+    ASHA: the configurations it starts from) and the epochs they may take."""
+
+    spec: dict[str, Any]
+    trials: list[TrialOut]
+    rungs: list[int] = Field(description="ASHA: the epochs where trials are compared.")
+    max_epochs_total: int = Field(description="Epochs if every trial trained to the end.")
+    expected_epochs_total: int = Field(
+        description="ASHA: epochs if each rung keeps 1/reduction_factor; else the max."
+    )
+
+
 class LogLine(BaseModel):
     id: int
     time: datetime

@@ -15,38 +15,30 @@ from sqlalchemy import update
 
 from core.settings import Settings
 from models.db import transaction
-from models.spec.resources import ResourcesSpec
+from models.spec.resources import (
+    GPU_QUEUE_PREFIX,
+    JOB_QUEUE,
+    gpu_queue,
+    gpu_queues,
+    queue_for,
+)
 from models.tables import Job, JobStatus, utcnow
 
-#: The queue of jobs that train on a CPU (``resources.accelerator: cpu``, the default).
-JOB_QUEUE = "netkiln.jobs"
-#: Queues of GPU jobs start with this: ``netkiln.gpu.x2`` (two GPUs of any type),
-#: ``netkiln.gpu.h200.x2`` (two H200s).
-GPU_QUEUE_PREFIX = "netkiln.gpu."
+__all__ = [
+    "GPU_QUEUE_PREFIX",
+    "JOB_QUEUE",
+    "RUN_JOB_TASK",
+    "dispatch",
+    "gpu_queue",
+    "gpu_queues",
+    "make_celery",
+    "queue_for",
+]
+
 #: The one task: its only argument is a job id (the row holds everything else).
 RUN_JOB_TASK = "netkiln.run_job"
 #: The module that defines the tasks; only a worker process imports it.
 TASK_MODULE = "worker.tasks"
-
-
-def queue_for(resources: ResourcesSpec) -> str:
-    """The queue a job with these resources waits in."""
-    if resources.accelerator == "cpu":
-        return JOB_QUEUE
-    return gpu_queue(resources.device_count, resources.gpu_type)
-
-
-def gpu_queue(gpus: int, gpu_type: str | None = None) -> str:
-    return f"{GPU_QUEUE_PREFIX}{gpu_type + '.' if gpu_type else ''}x{gpus}"
-
-
-def gpu_queues(gpus_per_job: int, gpu_type: str | None) -> list[str]:
-    """What a worker whose pool processes each hold ``gpus_per_job`` GPUs of ``gpu_type``
-    serves: jobs that ask for that many GPUs of any type, and of its type."""
-    queues = [gpu_queue(gpus_per_job)]
-    if gpu_type:
-        queues.append(gpu_queue(gpus_per_job, gpu_type))
-    return queues
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -89,7 +81,8 @@ def celery_memory_kib(megabytes: int | None) -> int | None:
 
 
 def dispatch(celery: Celery, database_url: str, job_id: uuid.UUID, queue: str) -> None:
-    """Send the job's message to its queue (the row's ``queue``), then note when. Only ever
+    """Send the job's message to its queue (the row's ``queue``: :func:`queue_for` its
+    resources), then note when. Only ever
     called with the id of a committed row (by the API after its commit, by a worker's
     reconciler). A duplicate message is harmless: only the delivery that claims the queued
     row trains."""

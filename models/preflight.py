@@ -283,7 +283,11 @@ def _monitor_is_logged(flight: Flight) -> Iterator[SpecWarning]:
     if early is None:
         return
     loc: Loc = ["fit", "early_stopping", "monitor"]
-    logged = {"loss", *flight.plan.metrics, *(_ALIASES.get(m, m) for m in flight.plan.metrics)}
+    logged = {
+        "loss",
+        *flight.plan.metrics,
+        *(METRIC_ALIASES.get(m, m) for m in flight.plan.metrics),
+    }
     name = early.monitor.removeprefix("val_")
     if name not in logged:
         raise SpecError(
@@ -301,7 +305,7 @@ def _monitor_is_logged(flight: Flight) -> Iterator[SpecWarning]:
 
 
 #: Metric names as Keras logs them, where it logs them under another name.
-_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+METRIC_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 
 
 #: Every rule, in the order they run; the first error wins.

@@ -343,3 +343,31 @@ class Worker(Base):
     step_overhead_s: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SweepTrial(Base):
+    """One trial of a sweep: its parameters and seed from submit on; its job once
+    scheduled; what it reached (rungs, objective) as it trains."""
+
+    __tablename__ = "sweep_trials"
+
+    sweep_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: 1, 2, … in the order planned (and scheduled).
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    params: Mapped[dict[str, Any]]
+    seed: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
+    #: pending (not scheduled yet), then the trial job's status, or pruned (stopped at a
+    #: rung by ASHA).
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    #: ASHA: the objective at each rung reached, by rung index ("0", "1", …).
+    rungs: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    objective: Mapped[float | None] = mapped_column(Float)
+    epochs: Mapped[int] = mapped_column(Integer, default=0)
+    #: The succeeded job whose result this trial took instead of training (sweep.reuse).
+    reused_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -118,7 +118,8 @@ def count_jobs(session: Session, tenant: str, status: JobStatus) -> int:
         session.scalar(
             select(func.count())
             .select_from(Job)
-            .where(Job.tenant_id == tenant, Job.status == status)
+            # A sweep trains nothing itself: its trials are the jobs that count.
+            .where(Job.tenant_id == tenant, Job.status == status, Job.kind != "sweep")
         )
         or 0
     )

@@ -19,6 +19,7 @@ from core.storage import StoredObject
 from models.db import retrying, transaction
 from models.events import add_event, add_status_event
 from models.limits import Limits
+from models.sweeps.rungs import AshaTrial, asha_trial
 from models.tables import Artifact, ArtifactFormat, EpochMetrics, Job, JobStatus, Tenant, utcnow
 from models.tenancy import count_jobs
 from worker.errors import JobError
@@ -60,6 +61,10 @@ class Claim:
     best_uri: str | None = None
     #: What the stateful callbacks knew at the checkpoint.
     callback_state: dict[str, Any] | None = None
+    #: The sweep this job is a trial of.
+    parent_id: uuid.UUID | None = None
+    #: A trial of an ASHA sweep: where its rungs end.
+    asha: AshaTrial | None = None
 
 
 class JobStore:
@@ -108,6 +113,8 @@ class JobStore:
                 stored.get(ArtifactFormat.CHECKPOINT.value),
                 stored.get(ArtifactFormat.BEST.value),
                 job.callback_state,
+                job.parent_id,
+                asha_trial(session, job),
             )
 
     @staticmethod

@@ -32,6 +32,7 @@ from models import workers
 from models.db import transaction
 from models.events import add_status_event
 from models.tables import Job, JobStatus, utcnow
+from worker.sweeps import advance_sweep
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
             .where(
                 Job.status == JobStatus.RUNNING,
                 Job.heartbeat_at < now - timedelta(seconds=settings.heartbeat_timeout),
+                # A sweep trains nothing itself; its trials have heartbeats of their own.
+                Job.kind != "sweep",
             )
             .with_for_update(skip_locked=True)
         )
@@ -100,6 +103,15 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
     for job_id in [*report.requeued, *(job_id for job_id, _ in undispatched)]:
         dispatch(celery, url, job_id, queues[job_id])
         report.dispatched.append(job_id)
+    # Sweeps whose trial ended where nobody moved them on (its worker died right after).
+    with transaction(url) as session:
+        running_sweeps = list(
+            session.scalars(
+                select(Job.id).where(Job.kind == "sweep", Job.status == JobStatus.RUNNING)
+            )
+        )
+    for sweep_id in running_sweeps:
+        advance_sweep(settings, sweep_id, celery)
     return report
 
 

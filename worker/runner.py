@@ -23,6 +23,8 @@ from worker.execution import data_parallel, dtype_policy
 from worker.jobstore import JobStore, LostOwnership
 from worker.memory import registered_gradients, release
 from worker.resolve import Resolver
+from worker.rungs import RungCallback
+from worker.sweeps import advance_sweep
 from worker.train import Resume, train
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,26 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
             )
             # The layers the job builds take its precision, and its variables live on its
             # devices, for this job only.
+            # A trial of an ASHA sweep stops at a rung unless it is among the best there.
+            rungs = (
+                [RungCallback(settings.resolved_database_url, claim.asha, store.log)]
+                if claim.asha
+                else []
+            )
             with (
                 dtype_policy(spec.fit.precision),
                 data_parallel(spec.resources.device_count) as devices,
             ):
-                result = train(spec, store, control, artifacts, resolver, resume, devices)
+                result = train(
+                    spec,
+                    store,
+                    control,
+                    artifacts,
+                    resolver,
+                    resume,
+                    devices,
+                    extra_callbacks=rungs,
+                )
             log.info("job %s: trained; test metrics %s", job_id, result.test_metrics)
             # The status event is the stream's last word, so nothing is logged after it.
             store.succeed(result.test_metrics, artifacts.save_model(result.model), result.chance)
@@ -94,6 +111,8 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         control.stop()
         if ended:
             _prune(store, artifacts)
+            if claim.parent_id is not None:
+                _advance_sweep(settings, claim.parent_id)
         # A pool process killed mid-checkpoint (by its watchdog, or a crash) left its
         # staging folder; this one's are gone, since they are context managers.
         artifact_store.clean_staging()
@@ -111,6 +130,15 @@ def _record(outcome: Callable[[], None], job_id: uuid.UUID) -> bool:
         log.warning("job %s: could not record the outcome, no longer owned", job_id)
         return False
     return True
+
+
+def _advance_sweep(settings: Settings, sweep_id: uuid.UUID) -> None:
+    """A trial ended: its sweep schedules the next one now, not at the next reconciler
+    pass (which still does, if this fails)."""
+    try:
+        advance_sweep(settings, sweep_id)
+    except Exception:
+        log.exception("sweep %s: not moved on after its trial; the reconciler will", sweep_id)
 
 
 def _prune(store: JobStore, artifacts: JobArtifacts) -> None:

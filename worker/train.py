@@ -170,6 +170,8 @@ def train(
     resolver: Resolver,
     resume: Resume | None = None,
     devices: list[str] | None = None,
+    *,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
     """Train ``spec``; with ``resume``, continue from its checkpoint. Called under the
     spec's dtype policy (:func:`worker.execution.dtype_policy`) and, for several
@@ -257,6 +259,8 @@ def train(
             # Progress goes last: it reads the learning rate the schedule callbacks just
             # set, and writes an epoch's row only once its checkpoint exists.
             ProgressCallback(store, control, phase=index if len(fit_plan.stages) > 1 else None),
+            # After progress: a sweep's rung decision reads the epoch just recorded.
+            *(extra_callbacks or []),
         ]
         try:
             model.fit(

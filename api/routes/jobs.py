@@ -27,13 +27,24 @@ from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep, Stor
 from api.errors import UNAUTHORIZED, Conflict, NotFound, Unauthorized, error_responses
 from api.event_feeds import EventFeeds
 from api.json_body import JsonRoute
-from api.schemas import BINARY, DryRunOut, EpochRow, JobOut, JobPage, LogLine, LogPage, MetricsOut
-from api.services import deletion
+from api.schemas import (
+    BINARY,
+    DryRunOut,
+    EpochRow,
+    JobOut,
+    JobPage,
+    LogLine,
+    LogPage,
+    MetricsOut,
+    SweepDryRunOut,
+    TrialsOut,
+)
+from api.services import deletion, sweeps
 from api.services import jobs as service
 from core.settings import Settings
 from models.db import reader_factory, session_factory
 from models.queueing import queue_state
-from models.spec import JobSpec
+from models.spec import SubmittedSpec, SweepJobSpec
 from models.spec.examples import BN_AFTER_ACTIVATION
 from models.spec.job import PRINTABLE
 from models.tables import Artifact, EpochMetrics, Job, JobStatus
@@ -61,11 +72,11 @@ WHILE_TRAINING = {"checkpoint", "best"}
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut | DryRunOut,
+    response_model=JobOut | DryRunOut | SweepDryRunOut,
     responses={
         200: {
-            "model": DryRunOut,
-            "description": "dry_run=true: the expanded model, nothing queued",
+            "model": DryRunOut | SweepDryRunOut,
+            "description": "dry_run=true: the expanded model (a sweep: its trials), nothing queued",
         },
         202: {"model": JobOut, "description": "The job, queued"},
         **error_responses(
@@ -80,7 +91,7 @@ WHILE_TRAINING = {"checkpoint", "best"}
 )
 def submit_job(
     spec: Annotated[
-        JobSpec,
+        SubmittedSpec,
         Body(openapi_examples={"bn_after_activation": {"value": BN_AFTER_ACTIVATION}}),
     ],
     session: SessionDep,
@@ -99,7 +110,14 @@ def submit_job(
             description="A retried POST with the same key returns the job the first created.",
         ),
     ] = None,
-) -> JobOut | DryRunOut:
+) -> JobOut | DryRunOut | SweepDryRunOut:
+    if isinstance(spec, SweepJobSpec):
+        if dry_run:
+            response.status_code = status.HTTP_200_OK
+            return sweeps.dry_run(session, spec, caller)
+        sweep = sweeps.submit(session, celery, settings, spec, caller)
+        response.headers["Location"] = f"/v1/jobs/{sweep.id}"
+        return JobOut.from_row(sweep)
     if dry_run:
         response.status_code = status.HTTP_200_OK
         return service.dry_run(session, settings, spec, caller)
@@ -241,6 +259,19 @@ def delete_job(job: JobDep, session: SessionDep, store: StoreDep, request: Reque
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.get(
+    "/{job_id:uuid}/trials",
+    response_model=TrialsOut,
+    responses={**NO_JOB, **error_responses({409: "The job is not a sweep."})},
+)
+def get_trials(job: JobDep, session: SessionDep) -> TrialsOut:
+    """A sweep's trials, best objective first: each one's parameters, seed, state, epochs
+    trained, objective and (ASHA) the value at each rung it reached."""
+    if job.kind != "sweep":
+        raise Conflict(f"job {job.id} is a {job.kind} job, not a sweep: it has no trials")
+    return sweeps.trials(session, job)
+
+
 @router.get("/{job_id:uuid}/logs", response_model=LogPage, responses=NO_JOB)
 def get_logs(
     job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0
@@ -374,8 +405,10 @@ def download_model(
 ) -> Response:
     if format not in WHILE_TRAINING and job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"job {job.id} is {job.status}; its model exists once it has succeeded")
+    # A sweep's model is its best trial's.
+    source = sweeps.model_job(session, job)
     artifact = session.scalars(
-        select(Artifact).where(Artifact.job_id == job.id, Artifact.format == format)
+        select(Artifact).where(Artifact.job_id == source, Artifact.format == format)
     ).one_or_none()
     if artifact is None:
         raise NotFound(f"job {job.id} has no {format} model")

@@ -22,12 +22,14 @@ from sqlalchemy.orm import Session
 from api import documents
 from api.errors import Conflict, InvalidSpec, NetkilnError
 from api.schemas import DryRunOut, EpochEstimateOut
+from api.services import sweeps
 from api.services.limits import check_job_limits, check_queue_room
 from core.queue import dispatch, queue_for
 from core.settings import Settings
 from models import kinds, workers
 from models.events import add_event, add_status_event
 from models.spec import AnyJobSpec
+from models.submission import new_job
 from models.tables import Job, JobEvent, JobStatus, utcnow
 from models.tenancy import Caller, lock_tenant
 
@@ -144,27 +146,14 @@ def _insert(
     idempotency_key: str | None,
 ) -> Job:
     """The queued job's row, flushed."""
-    summary = inspection.summary
-    job = Job(
-        tenant_id=caller.tenant,
+    return new_job(
+        session,
+        spec,
+        caller.tenant,
+        inspection,
+        max_attempts,
         idempotency_key=idempotency_key,
-        name=spec.name,
-        kind=spec.kind,
-        status=JobStatus.QUEUED,
-        queue=queue_for(spec.resources),
-        spec=spec.model_dump(mode="json"),
-        max_attempts=max_attempts,
-        epochs_total=spec.total_epochs,
-        summary=summary.model_dump(mode="json"),
-        params_total=summary.total,
-        params_trainable=summary.trainable,
-        params_non_trainable=summary.non_trainable,
-        warnings=[warning.model_dump() for warning in inspection.warnings],
     )
-    session.add(job)
-    session.flush()
-    add_status_event(session, job)
-    return job
 
 
 def _inspect(session: Session, spec: AnyJobSpec, caller: Caller) -> kinds.Inspection:
@@ -180,6 +169,9 @@ def cancel(session: Session, job: Job) -> Job:
     status = JobStatus(job.status)
     if status.is_terminal:
         raise Conflict(f"job {job.id} already ended {status.value}; there is nothing to cancel")
+    if job.kind == "sweep":
+        sweeps.cancel(session, job)
+        return job
     now = utcnow()
     job.cancel_requested_at = job.cancel_requested_at or now
     if status == JobStatus.QUEUED:

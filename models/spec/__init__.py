@@ -8,6 +8,7 @@ from models.spec.data import BUILTIN_DATASETS, DatasetSpec
 from models.spec.job import CompileSpec, FitSpec, ModelSpec, TrainJobSpec
 from models.spec.layers import LayerSpec
 from models.spec.optimizers import OptimizerSpec
+from models.spec.sweep import SweepJobSpec
 from models.spec.transfer import PretrainJobSpec, TransferJobSpec
 
 
@@ -28,6 +29,15 @@ JobSpec = Annotated[
 AnyJobSpec = TrainJobSpec | TransferJobSpec | PretrainJobSpec
 job_spec_adapter: TypeAdapter[AnyJobSpec] = TypeAdapter(JobSpec)
 
+#: What ``POST /v1/jobs`` takes: a job, or a sweep of many (its trials are jobs).
+SubmittedSpec = Annotated[
+    Annotated[TrainJobSpec, Tag("train")]
+    | Annotated[TransferJobSpec, Tag("transfer")]
+    | Annotated[PretrainJobSpec, Tag("pretrain")]
+    | Annotated[SweepJobSpec, Tag("sweep")],
+    Discriminator(_kind),
+]
+
 __all__ = [
     "BUILTIN_DATASETS",
     "AnyJobSpec",
@@ -39,6 +49,8 @@ __all__ = [
     "ModelSpec",
     "OptimizerSpec",
     "PretrainJobSpec",
+    "SubmittedSpec",
+    "SweepJobSpec",
     "TrainJobSpec",
     "TransferJobSpec",
     "job_spec_adapter",

@@ -1,0 +1,170 @@
+"""A sweep moves on when one of its trials ends (the worker that ran it calls
+:func:`advance`) and on every reconciler sweep (a backstop after a crash): trials' states
+and objectives are read from their jobs, the next planned trials are queued within
+``parallelism`` and the budget, and once every trial is accounted for the sweep ends with
+its best trial. Each call locks the sweep's row, so two workers never schedule the same
+trial; the caller sends the returned jobs' messages after its commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import kinds
+from models.events import add_status_event
+from models.spec import job_spec_adapter
+from models.spec.sweep import SweepJobSpec
+from models.submission import new_job
+from models.tables import EpochMetrics, Job, JobStatus, SweepTrial, utcnow
+
+#: Trial states once nothing more will happen to it.
+FINISHED = frozenset({"succeeded", "failed", "cancelled", "pruned", "skipped"})
+#: Trial states that hold a place within ``parallelism``.
+ACTIVE = frozenset({"queued", "running"})
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    job_id: uuid.UUID
+    queue: str
+
+
+def advance(session: Session, sweep_id: uuid.UUID, max_attempts: int) -> list[Scheduled]:
+    """Bring the sweep up to date; the trial jobs it queued, for the caller to dispatch
+    after commit."""
+    sweep = session.get(Job, sweep_id, with_for_update=True)
+    if sweep is None or sweep.kind != "sweep":
+        return []
+    spec = SweepJobSpec.model_validate(sweep.spec)
+    trials = list(
+        session.scalars(
+            select(SweepTrial).where(SweepTrial.sweep_id == sweep_id).order_by(SweepTrial.number)
+        )
+    )
+    _sync(session, spec, trials)
+    sweep.epoch = sum(trial.epochs for trial in trials)
+    if sweep.status != JobStatus.RUNNING:
+        return []
+    sweep.heartbeat_at = utcnow()
+    scheduled: list[Scheduled] = []
+    if _over_budget(spec, sweep, trials):
+        stop_trials(session, trials, "the sweep's budget is spent")
+    else:
+        active = sum(trial.state in ACTIVE for trial in trials)
+        for trial in trials:
+            if active >= spec.parallelism:
+                break
+            if trial.state != "pending":
+                continue
+            job = _trial_job(session, sweep, trial, max_attempts)
+            trial.job_id, trial.state = job.id, "queued"
+            scheduled.append(Scheduled(job.id, job.queue))
+            active += 1
+    if all(trial.state in FINISHED for trial in trials):
+        _end(session, sweep, spec, trials)
+    return scheduled
+
+
+def stop_trials(session: Session, trials: list[SweepTrial], reason: str) -> None:
+    """Queued trials end at once, running ones are asked to stop (their workers stop them
+    within a batch), pending ones are skipped."""
+    now = utcnow()
+    for trial in trials:
+        if trial.state == "pending":
+            trial.state = "skipped"
+            continue
+        if trial.state not in ACTIVE or trial.job_id is None:
+            continue
+        job = session.get(Job, trial.job_id)
+        if job is None:
+            continue
+        job.cancel_requested_at = job.cancel_requested_at or now
+        if job.status == JobStatus.QUEUED:
+            job.status = JobStatus.CANCELLED
+            job.finished_at = now
+            trial.state = "cancelled"
+            add_status_event(session, job, reason=reason)
+
+
+def best_trial(spec: SweepJobSpec, trials: list[SweepTrial]) -> SweepTrial | None:
+    """The trial with the best objective among those that trained to the end (ASHA's
+    stopped trials compare at fewer epochs, so they never win)."""
+    done = [t for t in trials if t.objective is not None and t.state == "succeeded"]
+    if not done:
+        return None
+    pick: Callable[..., Any] = min if spec.objective.direction == "min" else max
+    return pick(done, key=lambda trial: trial.objective)
+
+
+def _sync(session: Session, spec: SweepJobSpec, trials: list[SweepTrial]) -> None:
+    ids = [trial.job_id for trial in trials if trial.job_id is not None]
+    jobs = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
+    for trial in trials:
+        job = jobs.get(trial.job_id) if trial.job_id else None
+        if job is None:
+            continue
+        trial.epochs = job.epoch
+        if trial.state != "pruned":
+            trial.state = JobStatus(job.status).value
+        if JobStatus(job.status).is_terminal and trial.objective is None:
+            trial.objective = objective_of(session, job.id, spec)
+
+
+def objective_of(session: Session, job_id: uuid.UUID, spec: SweepJobSpec) -> float | None:
+    """The best value of the objective's metric over the trial's epochs."""
+    values = [
+        row.values.get(spec.objective.metric)
+        for row in session.scalars(select(EpochMetrics).where(EpochMetrics.job_id == job_id))
+    ]
+    present = [float(value) for value in values if value is not None]
+    if not present:
+        return None
+    return min(present) if spec.objective.direction == "min" else max(present)
+
+
+def _over_budget(spec: SweepJobSpec, sweep: Job, trials: list[SweepTrial]) -> bool:
+    budget = spec.budget
+    if budget is None:
+        return False
+    if budget.epochs is not None and sum(trial.epochs for trial in trials) >= budget.epochs:
+        return True
+    started = sweep.started_at or sweep.created_at
+    return budget.seconds is not None and utcnow() - started >= timedelta(seconds=budget.seconds)
+
+
+def _trial_job(session: Session, sweep: Job, trial: SweepTrial, max_attempts: int) -> Job:
+    from models.sweeps.plan import trial_spec
+
+    spec = SweepJobSpec.model_validate(sweep.spec)
+    document = trial_spec(spec, trial.number, trial.params)
+    validated = job_spec_adapter.validate_python(document)
+    inspection = kinds.inspect(session, validated, sweep.tenant_id)
+    return new_job(
+        session, validated, sweep.tenant_id, inspection, max_attempts, parent_id=sweep.id
+    )
+
+
+def _end(session: Session, sweep: Job, spec: SweepJobSpec, trials: list[SweepTrial]) -> None:
+    best = best_trial(spec, trials)
+    now = utcnow()
+    sweep.finished_at = now
+    if best is None:
+        sweep.status = JobStatus.FAILED
+        sweep.error_code = "no_trial_succeeded"
+        counts = {state: sum(t.state == state for t in trials) for state in FINISHED}
+        sweep.error_message = (
+            f"no trial trained to the end with {spec.objective.metric}: "
+            + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        )
+    else:
+        sweep.status = JobStatus.SUCCEEDED
+        sweep.last_metrics = {spec.objective.metric: best.objective, "trial": best.number}
+        best_job = session.get(Job, best.job_id) if best.job_id else None
+        sweep.test_metrics = best_job.test_metrics if best_job else None
+    add_status_event(session, sweep)
