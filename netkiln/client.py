@@ -84,6 +84,10 @@ class Client:
         result: dict[str, Any] = self._json(self.http.get(f"/v1/jobs/{job_id}"))
         return result
 
+    def trials(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self.http.get(f"/v1/jobs/{job_id}/trials"))
+        return result
+
     def resolve(self, job_id: str) -> str:
         """A whole job id for ``job_id`` or a unique prefix of one of the caller's jobs
         (as ``netkiln jobs`` prints them); ``ApiError`` 404 or 409 otherwise."""

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import httpx
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -61,6 +62,9 @@ STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
     "cancelled": "magenta",
+    # A sweep's trials: stopped at an ASHA rung, or never started (the budget ran out).
+    "pruned": "blue",
+    "skipped": "dim",
 }
 
 console = Console(highlight=False)
@@ -143,8 +147,68 @@ def submit(
         console.print(job["id"])
         if not wait:
             return
-        code = _follow(client, job)
+        code = _follow_sweep(client, job) if job["kind"] == "sweep" else _follow(client, job)
     raise typer.Exit(code)
+
+
+def _follow_sweep(client: Client, sweep: dict[str, Any]) -> int:
+    """A live table of the sweep's trials, redrawn as they change, until the sweep ends."""
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            job = client.job(sweep["id"])
+            live.update(_trials_table(client.trials(sweep["id"])), refresh=True)
+            if job["status"] in TERMINAL:
+                break
+            time.sleep(POLL_SECONDS)
+    return _outcome(job)
+
+
+def _trials_table(table: dict[str, Any]) -> Table:
+    best = table["best"]
+    direction = "lowest" if table["direction"] == "min" else "highest"
+    out = Table(
+        "#",
+        "state",
+        table["metric"],
+        "epochs",
+        "rungs",
+        "params",
+        "job",
+        title=f"sweep {table['sweep_id']} ({_status(table['status'])}): {direction} "
+        f"{table['metric']} first" + (f"; best #{best}" if best else ""),
+    )
+    for trial in table["trials"]:
+        objective = trial["objective"]
+        rungs = " ".join(f"{value:.4g}" for _, value in sorted(trial["rungs"].items()))
+        out.add_row(
+            f"{trial['number']}{' *' if trial['number'] == best else ''}",
+            _status(trial["state"]),
+            "" if objective is None else f"{objective:.4f}",
+            f"{trial['epochs']}/{trial['max_epochs'] or '?'}",
+            rungs,
+            ", ".join(f"{path}={_value(value)}" for path, value in trial["params"].items()),
+            (trial["job_id"] or "")[:8],
+        )
+    return out
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+
+
+def trials(
+    job_id: JobIdArgument,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+) -> None:
+    """A sweep's trials, best objective first (* marks the best; its model is the sweep's)."""
+    with _client(url, key) as client:
+        table = client.trials(client.resolve(job_id))
+    if as_json:
+        print(json.dumps(table, indent=2))
+        return
+    console.print(_trials_table(table))
 
 
 def _follow(client: Client, job: dict[str, Any]) -> int:
@@ -392,6 +456,9 @@ def validate(spec_path: SpecArgument, url: UrlOption = DEFAULT_URL, key: KeyOpti
     spec = _read_spec(spec_path)
     with _client(url, key) as client:
         result = client.submit(spec, dry_run=True)
+    if "trials" in result:  # a sweep: what it would train
+        _print_planned_sweep(result)
+        return
     summary = result.get("summary")
     if summary:
         table = Table("#", "layer", "type", "output shape", "params", "non-trainable")
@@ -422,11 +489,28 @@ def validate(spec_path: SpecArgument, url: UrlOption = DEFAULT_URL, key: KeyOpti
     console.print("[green]valid[/green]")
 
 
+def _print_planned_sweep(result: dict[str, Any]) -> None:
+    table = Table("#", "params", "epochs", "seed")
+    for trial in result["trials"]:
+        params = ", ".join(f"{path}={_value(value)}" for path, value in trial["params"].items())
+        table.add_row(str(trial["number"]), params, str(trial["max_epochs"]), str(trial["seed"]))
+    console.print(table)
+    if result["rungs"]:
+        console.print(
+            f"ASHA rungs at epochs {', '.join(map(str, result['rungs']))}: about "
+            f"{result['expected_epochs_total']:,} epochs, at most {result['max_epochs_total']:,}"
+        )
+    else:
+        console.print(f"{len(result['trials'])} trials, {result['max_epochs_total']:,} epochs")
+    console.print("[green]valid[/green]")
+
+
 COMMANDS: list[Callable[..., None]] = [
     submit,
     validate,
     jobs,
     status,
+    trials,
     logs,
     cancel,
     delete,

@@ -173,3 +173,37 @@ def test_the_key_netkiln_up_saved_is_used_without_key_options(service: Service) 
     result = netkiln(service, "jobs", env={**env, "NETKILN_DATA_DIR": "/nonexistent"})
     assert result.exit_code == 1
     assert "401" in result.output
+
+
+def test_a_sweep_validates_as_its_trials_and_waits_with_a_trial_table(
+    service: Service, tmp_path: Path
+) -> None:
+    base = copy.deepcopy(DIGITS_SPEC)
+    base["fit"] = {**base["fit"], "epochs": 1}
+    sweep = {
+        "kind": "sweep",
+        "name": "cli-sweep",
+        "base": base,
+        "space": {"compile.optimizer.momentum": {"type": "choice", "values": [0.0, 0.9]}},
+    }
+    path = spec_file(tmp_path, sweep)
+    planned = netkiln(service, "validate", str(path))
+    assert planned.exit_code == 0, planned.output
+    assert "compile.optimizer.momentum=0.9" in planned.output
+    assert "2 trials, 2 epochs" in planned.output
+
+    waited = netkiln(service, "submit", "--wait", str(path))
+    assert waited.exit_code == 0, waited.output
+    sweep_id = waited.output.split()[0]
+    assert "best #" in waited.output
+    listed = netkiln(service, "trials", sweep_id[:8], "--json")
+    assert listed.exit_code == 0, listed.output
+    table = json.loads(listed.output)
+    assert [trial["state"] for trial in table["trials"]] == ["succeeded", "succeeded"]
+    assert sorted(trial["params"]["compile.optimizer.momentum"] for trial in table["trials"]) == [
+        0.0,
+        0.9,
+    ]
+    shown = netkiln(service, "trials", sweep_id, env={"COLUMNS": "200"})
+    assert "compile.optimizer.momentum=0.9" in shown.output
+    assert f"{table['best']} *" in shown.output
