@@ -202,6 +202,10 @@ class TrialsOut(BaseModel):
     direction: Literal["min", "max"]
     best: int | None = Field(description="The best trial's number: its model is the sweep's.")
     trials: list[TrialOut] = Field(description="Best objective first; untrained ones last.")
+    links: dict[str, str] = Field(
+        default_factory=dict,
+        description="sweep: sweep.png; compare: compare.png of the (up to) five best trials.",
+    )
 
 
 class SweepDryRunOut(BaseModel):

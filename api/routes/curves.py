@@ -9,6 +9,7 @@ Mounted before the jobs router, so ``/v1/jobs/compare.png`` is not read as a job
 from __future__ import annotations
 
 import io
+import json
 import threading
 import uuid
 from collections.abc import Sequence
@@ -22,7 +23,10 @@ from sqlalchemy.orm import Session
 from api.deps import CallerDep, JobDep, SessionDep, get_caller
 from api.errors import UNAUTHORIZED, Conflict, NetkilnError, NotFound, error_responses
 from api.schemas import BINARY
-from models.tables import EpochMetrics, Job
+from models.spec.sweep import AshaStrategy, LogUniform, SweepJobSpec
+from models.sweeps.plan import asha_rungs
+from models.sweeps.schedule import best_trial
+from models.tables import EpochMetrics, Job, SweepTrial
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["curves"], dependencies=[Depends(get_caller)], responses=UNAUTHORIZED
@@ -195,3 +199,129 @@ def curves_png(job: JobDep, session: SessionDep) -> Response:
         raise Conflict(f"job {job.id} is {job.status} and has no finished epoch yet")
     with _draw_lock:
         return _png(draw_curves(_title(job), rows))
+
+
+#: Curves drawn in a sweep's first panel at most (the best first); every trial is a point
+#: in the per-field panels.
+MAX_SWEEP_CURVES = 100
+
+
+def draw_sweep(
+    title: str,
+    spec: SweepJobSpec,
+    trials: Sequence[SweepTrial],
+    curves: dict[uuid.UUID, Rows],
+    rungs: Sequence[int],
+    best: int | None,
+) -> Figure:
+    """Panel 1: each trial's objective metric per epoch, ASHA's rungs as dashed lines,
+    stopped trials grey, the best bold. One more panel per swept field: each trial's
+    objective against its value there."""
+    metric = spec.objective.metric
+    fields = list(spec.space)
+    columns = min(3, len(fields) + 1)
+    rows_needed = -(-(len(fields) + 1) // columns)
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    grid = figure.subplots(rows_needed, columns, squeeze=False)
+    axes = grid[0][0]
+    for trial in trials[:MAX_SWEEP_CURVES]:
+        if trial.job_id is None:
+            continue
+        epochs, values = _series(curves.get(trial.job_id, []), metric)
+        if not epochs:
+            continue
+        style: dict[str, Any] = {"marker": ".", "linewidth": 1, "alpha": 0.8}
+        if trial.state == "pruned":
+            style.update(color="0.6", alpha=0.6)
+        if trial.number == best:
+            style.update(linewidth=2.5, alpha=1.0, label=f"best: #{trial.number}")
+        axes.plot(epochs, values, **style)
+    for rung in rungs[:-1]:
+        axes.axvline(rung, color="0.3", linestyle="--", linewidth=0.8)
+    axes.set_xlabel("epoch" + (" (dashed: ASHA rungs)" if len(rungs) > 1 else ""))
+    axes.set_ylabel(plain(metric))
+    axes.set_title("trials", fontsize="medium")
+    axes.grid(True, alpha=0.3)
+    if best is not None:
+        axes.legend(fontsize="small")
+    for index, path in enumerate(fields, start=1):
+        panel = grid[index // columns][index % columns]
+        _draw_field(panel, path, spec, trials, best)
+    for index in range(len(fields) + 1, rows_needed * columns):
+        grid[index // columns][index % columns].set_visible(False)
+    figure.suptitle(plain(f"{title}: {metric} ({spec.objective.direction})"))
+    return figure
+
+
+def _draw_field(
+    axes: Any, path: str, spec: SweepJobSpec, trials: Sequence[SweepTrial], best: int | None
+) -> None:
+    scored = [t for t in trials if t.objective is not None and path in t.params]
+    values = [t.params[path] for t in scored]
+    numeric = all(_is_number(value) for value in values)
+    if numeric:
+        xs: list[Any] = [float(value) for value in values]
+        positive = [x for x in xs if x > 0]
+        # Learning rates and the like: a log axis when the values span decades.
+        if isinstance(spec.space[path], LogUniform) or (
+            len(positive) == len(xs) and positive and max(xs) / min(xs) >= 100
+        ):
+            axes.set_xscale("log")
+    else:
+        labels = list(dict.fromkeys(_label(value) for value in values))
+        xs = [labels.index(_label(value)) for value in values]
+        axes.set_xticks(range(len(labels)), [plain(label) for label in labels], fontsize="small")
+    colors = ["0.6" if t.state == "pruned" else "C0" for t in scored]
+    axes.scatter(xs, [t.objective for t in scored], c=colors, s=18)
+    for x, trial in zip(xs, scored, strict=True):
+        if trial.number == best:
+            axes.scatter([x], [trial.objective], s=80, facecolors="none", edgecolors="C3")
+    axes.set_xlabel(plain(path), fontsize="small")
+    axes.grid(True, alpha=0.3)
+
+
+def _label(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+@router.get(
+    "/{job_id:uuid}/sweep.png",
+    response_class=Response,
+    responses={
+        **PNG,
+        **error_responses({404: "No such job.", 409: "Not a sweep, or no trial scored yet."}),
+    },
+)
+def sweep_png(job: JobDep, session: SessionDep) -> Response:
+    """A sweep at a glance: its trials' curves of the objective (ASHA's rungs dashed,
+    stopped trials grey, the best bold), and one panel per swept field with each trial's
+    objective against its value."""
+    if job.kind != "sweep":
+        raise Conflict(f"job {job.id} is a {job.kind} job, not a sweep")
+    spec = SweepJobSpec.model_validate(job.spec)
+    trials = list(session.scalars(select(SweepTrial).where(SweepTrial.sweep_id == job.id)))
+    best = best_trial(spec, trials)
+    if not any(trial.epochs for trial in trials):
+        raise Conflict(f"sweep {job.id} has no trial with a finished epoch yet")
+    sign = 1.0 if spec.objective.direction == "min" else -1.0
+    trials.sort(key=lambda t: (t.objective is None, sign * (t.objective or 0.0)))
+    curves = {
+        trial.job_id: _rows(session, trial.job_id)
+        for trial in trials[:MAX_SWEEP_CURVES]
+        if trial.job_id is not None
+    }
+    max_epochs = max((job_epochs for job_epochs in _epochs_totals(session, trials)), default=0)
+    rungs = (
+        asha_rungs(spec.strategy, max_epochs)
+        if isinstance(spec.strategy, AshaStrategy) and max_epochs
+        else []
+    )
+    with _draw_lock:
+        figure = draw_sweep(_title(job), spec, trials, curves, rungs, best.number if best else None)
+        return _png(figure)
+
+
+def _epochs_totals(session: Session, trials: Sequence[SweepTrial]) -> list[int]:
+    ids = [trial.job_id for trial in trials if trial.job_id is not None]
+    return list(session.scalars(select(Job.epochs_total).where(Job.id.in_(ids))))

@@ -124,7 +124,14 @@ def trials(session: Session, sweep: Job) -> TrialsOut:
         rows,
         key=lambda row: (row.objective is None, sign * (row.objective or 0.0), row.number),
     )
+    top = [str(row.job_id) for row in ordered if row.objective is not None and row.job_id][:5]
+    links = {"sweep": f"/v1/jobs/{sweep.id}/sweep.png"}
+    if top:
+        links["compare"] = (
+            f"/v1/jobs/compare.png?ids={','.join(top)}&metric={spec.objective.metric}"
+        )
     return TrialsOut(
+        links=links,
         sweep_id=sweep.id,
         status=JobStatus(sweep.status),
         metric=spec.objective.metric,

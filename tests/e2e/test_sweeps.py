@@ -7,11 +7,13 @@ a 422 at submit."""
 from __future__ import annotations
 
 import copy
+import io
 import time
 from typing import Any
 
 import httpx
 import pytest
+from matplotlib.image import imread
 
 from models.spec.examples import DIGITS_SPEC
 from tests.e2e.conftest import PATIENCE, Service
@@ -108,6 +110,13 @@ def test_a_grid_sweep_trains_every_combination_and_serves_the_best_model(
         listed = client.get("/v1/jobs", params={"kind": "sweep"}).json()["items"]
         assert sweep_id in [item["id"] for item in listed]
 
+        for link in ("sweep", "compare"):
+            png = client.get(table["links"][link])
+            assert png.status_code == 200, png.text
+            assert png.headers["content-type"] == "image/png"
+            assert imread(io.BytesIO(png.content)).shape[:2] == (600, 1000)
+        assert table["links"]["compare"].count(",") == 3  # the four trials, best first
+
 
 def test_a_random_sweep_draws_its_trials_from_its_seed(service: Service) -> None:
     sweep = {
@@ -194,6 +203,9 @@ def test_asha_stops_the_worse_trials_at_a_rung_and_the_promoted_train_on(
             promoted_by_rule = trial["rungs"]["0"] >= sorted(earlier, reverse=True)[keep - 1]
             assert promoted_by_rule == (trial["state"] == "succeeded"), reached
         assert table["best"] in [t["number"] for t in promoted]
+        png = client.get(f"/v1/jobs/{sweep_id}/sweep.png")
+        assert png.status_code == 200, png.text
+        assert png.headers["content-type"] == "image/png"
 
 
 def test_cancelling_a_sweep_stops_its_trials_and_keeps_the_best_so_far(
