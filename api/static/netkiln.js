@@ -268,6 +268,7 @@
     $("d-facts").replaceChildren();
     $("d-error").hidden = true;
     $("d-downloads").hidden = true;
+    $("d-trials").hidden = true;
     showCurves(null, "loading…");
     $("detail").hidden = false;
     document.body.classList.add("with-detail");
@@ -349,7 +350,9 @@
   async function loadCurves(job) {
     const id = job.id;
     try {
-      const blob = await (await api(jobPath(id, "/curves.png"))).blob();
+      // A sweep draws its trials (sweep.png); any other job its learning curves.
+      const png = job.kind === "sweep" ? "/sweep.png" : "/curves.png";
+      const blob = await (await api(jobPath(id, png))).blob();
       if (id === selected) showCurves(URL.createObjectURL(blob), "");
     } catch (error) {
       if (id !== selected) return;
@@ -379,7 +382,49 @@
     if (drawnAt !== curvesDrawnAt) {
       curvesDrawnAt = drawnAt;
       await loadCurves(job);
+      if (job.kind === "sweep") await loadTrials(job);
     }
+  }
+
+  // A sweep's trials, best first; a row opens that trial's job.
+  async function loadTrials(job) {
+    const id = job.id;
+    let table;
+    try {
+      table = await (await api(jobPath(id, "/trials"))).json();
+    } catch (error) {
+      if (id === selected) $("d-trials-caption").textContent = explain(error);
+      return;
+    }
+    if (id !== selected) return;
+    $("d-trials-metric").textContent = table.metric;
+    const direction = table.direction === "min" ? "lowest" : "highest";
+    $("d-trials-caption").textContent =
+      `${table.trials.length} trials, ${direction} ${table.metric} first` +
+      (table.best ? `; best #${table.best} (its model is the sweep's)` : "");
+    const body = $("d-trials").querySelector("tbody");
+    body.replaceChildren(
+      ...table.trials.map((trial) => {
+        const tr = el("tr");
+        if (trial.number === table.best) tr.classList.add("best");
+        const params = Object.entries(trial.params)
+          .map(([path, value]) => `${path}=${JSON.stringify(value)}`)
+          .join(", ");
+        tr.append(
+          el("td", "", String(trial.number)),
+          el("td", "", trial.state),
+          el("td", "", trial.objective == null ? "" : trial.objective.toFixed(4)),
+          el("td", "", `${trial.epochs}/${trial.max_epochs ?? "?"}`),
+          el("td", "params", params),
+        );
+        if (trial.job_id) {
+          tr.classList.add("link");
+          tr.addEventListener("click", () => select(trial.job_id));
+        }
+        return tr;
+      }),
+    );
+    $("d-trials").hidden = false;
   }
 
   async function download(event) {

@@ -178,6 +178,43 @@ def test_page_says_why_a_job_waits(browser: Browser, service: Service) -> None:
     assert not [problem for problem in problems if "409 (Conflict)" not in problem], problems
 
 
+def test_a_sweep_row_opens_to_its_trials(browser: Browser, service: Service) -> None:
+    from playwright.sync_api import expect
+
+    base = {**TINY_SPEC, "name": "paged", "fit": {**TINY_SPEC["fit"], "epochs": 1}}
+    sweep = {
+        "kind": "sweep",
+        "name": "page sweep",
+        "base": base,
+        "space": {"fit.batch_size": {"type": "choice", "values": [32, 64]}},
+    }
+    with service.client() as client:
+        created = client.post("/v1/jobs", json=sweep)
+        assert created.status_code == 202, created.text
+    sweep_id = created.json()["id"]
+    assert service.wait_for(sweep_id)["status"] == "succeeded", service.tail()
+    with service.client() as client:
+        table = client.get(f"/v1/jobs/{sweep_id}/trials").json()
+
+    problems: list[str] = []
+    page = open_page(browser, f"{service.base_url}/#key={quote(service.api_key)}", problems)
+    page.locator(f'tr[data-job-id="{sweep_id}"]').click(timeout=WAIT_MS)
+    rows = page.locator("#d-trials tbody tr")
+    expect(rows).to_have_count(2, timeout=WAIT_MS)
+    expect(page.locator("#d-trials caption")).to_contain_text(f"best #{table['best']}")
+    expect(rows.first).to_contain_text("fit.batch_size=")
+    page.wait_for_function(
+        "() => { const img = document.getElementById('d-curves');"
+        " return !img.hidden && img.complete && img.naturalWidth > 0; }",
+        timeout=WAIT_MS,
+    )
+    rows.first.click()  # the best trial's own job
+    expect(page.locator("#d-id")).to_have_text(table["trials"][0]["job_id"], timeout=WAIT_MS)
+    expect(page.locator("#d-trials")).to_be_hidden()
+    page.context.close()
+    assert not problems, problems
+
+
 def test_page_explains_a_refused_key_a_failed_job_and_missing_epochs(
     browser: Browser, service: Service
 ) -> None:
