@@ -193,6 +193,10 @@ class TrialOut(BaseModel):
     rungs: dict[int, float] = Field(
         default_factory=dict, description="ASHA: the objective at each rung reached."
     )
+    reused_from: uuid.UUID | None = Field(
+        default=None,
+        description="The succeeded job whose result it took instead of training (reuse).",
+    )
 
 
 class TrialsOut(BaseModel):

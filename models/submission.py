@@ -11,6 +11,7 @@ from models.events import add_status_event
 from models.kinds import Inspection
 from models.spec import AnyJobSpec
 from models.spec.resources import queue_for
+from models.sweeps.reuse import spec_digest
 from models.tables import Job, JobStatus
 
 
@@ -26,6 +27,7 @@ def new_job(
 ) -> Job:
     """The queued job's row, flushed, with its first status event."""
     summary = inspection.summary
+    document = spec.model_dump(mode="json")
     job = Job(
         tenant_id=tenant,
         parent_id=parent_id,
@@ -34,7 +36,8 @@ def new_job(
         kind=spec.kind,
         status=JobStatus.QUEUED,
         queue=queue_for(spec.resources),
-        spec=spec.model_dump(mode="json"),
+        spec=document,
+        spec_digest=spec_digest(document),
         max_attempts=max_attempts,
         epochs_total=spec.total_epochs,
         summary=summary.model_dump(mode="json"),

@@ -86,6 +86,10 @@ class ArtifactFormat(enum.StrEnum):
     BEST = "best"
 
 
+#: The trained model's formats, stored once a job succeeded.
+MODEL_FORMATS = (ArtifactFormat.KERAS, ArtifactFormat.H5)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -141,6 +145,10 @@ class Job(Base):
     )
     name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
+    spec_digest: Mapped[str | None] = mapped_column(
+        String(64),
+        doc="sha256 of the spec without its name: equal jobs (models.sweeps.reuse).",
+    )
     queue: Mapped[str] = mapped_column(
         String(100),
         default="netkiln.jobs",
@@ -225,6 +233,7 @@ class Job(Base):
         Index("ix_jobs_tenant_id_status", "tenant_id", "status"),
         Index("ix_jobs_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         Index("ix_jobs_parent_id", "parent_id"),
+        Index("ix_jobs_tenant_id_spec_digest", "tenant_id", "spec_digest"),
         UniqueConstraint("tenant_id", "idempotency_key"),
     )
 

@@ -12,13 +12,14 @@ left unreferenced."""
 from __future__ import annotations
 
 import logging
+import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import keras
 
 from core.storage import ArtifactStore, StorageUnavailable, StoredObject, job_folder, job_key
-from models.tables import ArtifactFormat
+from models.tables import MODEL_FORMATS, ArtifactFormat
 from worker.build.custom_layers import exportable
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 FILENAMES = {ArtifactFormat.KERAS: "model.keras", ArtifactFormat.H5: "model.h5"}
 #: Stored once per epoch, under ``<stem>-<epoch>.keras``.
 EPOCH_STEMS = {ArtifactFormat.CHECKPOINT: "checkpoint", ArtifactFormat.BEST: "best"}
-MODEL_FORMATS = (ArtifactFormat.KERAS, ArtifactFormat.H5)
 
 #: What a job's artifact rows record, by format.
 StoredArtifacts = dict[ArtifactFormat, StoredObject]
@@ -49,6 +49,19 @@ class JobArtifacts:
         """The model as it trains (netkiln's layers, optimizer state and step count) after
         ``epoch``, as a checkpoint and/or the best model so far."""
         return {fmt: self._save(model, f"{EPOCH_STEMS[fmt]}-{epoch:05d}.keras") for fmt in formats}
+
+    def copy(self, uris: Mapping[ArtifactFormat, str]) -> StoredArtifacts:
+        """Another job's models, copied into this job's folder under the usual names."""
+        copied: StoredArtifacts = {}
+        for fmt, uri in uris.items():
+            # Into staging first: put() consumes its source, and local_path() may be the
+            # stored object itself (a file store) or the host's cached copy (S3).
+            with self.store.staging() as folder:
+                staged = folder / FILENAMES[fmt]
+                shutil.copyfile(self.store.local_path(uri), staged)
+                key = job_key(self.tenant, self.job_id, FILENAMES[fmt])
+                copied[fmt] = self.store.put(key, staged)
+        return copied
 
     def load(self, uri: str) -> keras.Model:
         return keras.models.load_model(self.store.local_path(uri))

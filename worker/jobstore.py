@@ -19,8 +19,18 @@ from core.storage import StoredObject
 from models.db import retrying, transaction
 from models.events import add_event, add_status_event
 from models.limits import Limits
+from models.sweeps.reuse import mark_reused, reusable, reuse_allowed
 from models.sweeps.rungs import AshaTrial, asha_trial
-from models.tables import Artifact, ArtifactFormat, EpochMetrics, Job, JobStatus, Tenant, utcnow
+from models.tables import (
+    MODEL_FORMATS,
+    Artifact,
+    ArtifactFormat,
+    EpochMetrics,
+    Job,
+    JobStatus,
+    Tenant,
+    utcnow,
+)
 from models.tenancy import count_jobs
 from worker.errors import JobError
 from worker.outcomes import judge
@@ -65,6 +75,16 @@ class Claim:
     parent_id: uuid.UUID | None = None
     #: A trial of an ASHA sweep: where its rungs end.
     asha: AshaTrial | None = None
+    #: A trial of a sweep that takes an equal job's result where one succeeded.
+    reuse: bool = False
+
+
+@dataclass(frozen=True)
+class Reusable:
+    """A succeeded job whose result a trial may take: its id and model objects."""
+
+    job_id: uuid.UUID
+    uris: dict[ArtifactFormat, str]
 
 
 class JobStore:
@@ -115,6 +135,7 @@ class JobStore:
                 job.callback_state,
                 job.parent_id,
                 asha_trial(session, job),
+                reuse_allowed(session, job),
             )
 
     @staticmethod
@@ -277,6 +298,63 @@ class JobStore:
             job.checkpoint_epoch = epoch
             job.callback_state = dict(callback_state) if callback_state else None
             return superseded
+
+    def reusable(self, versions: Mapping[str, str]) -> Reusable | None:
+        """A job whose result this one may take (:mod:`models.sweeps.reuse`)."""
+        with transaction(self.database_url) as session:
+            job = session.get(Job, self.job_id)
+            source = reusable(session, job, versions) if job else None
+            if source is None:
+                return None
+            rows = session.execute(
+                select(Artifact.format, Artifact.uri).where(
+                    Artifact.job_id == source.id,
+                    Artifact.format.in_([fmt.value for fmt in MODEL_FORMATS]),
+                )
+            )
+            uris = {ArtifactFormat(fmt): uri for fmt, uri in rows}
+            return Reusable(source.id, uris) if len(uris) == len(MODEL_FORMATS) else None
+
+    @_riding_out_outages
+    def take_result(
+        self, source_id: uuid.UUID, artifacts: Mapping[ArtifactFormat, StoredObject]
+    ) -> None:
+        """End this job succeeded with ``source_id``'s result: its epoch rows, metrics,
+        counts and versions, and ``artifacts`` (copies of its models, in this job's
+        folder: deleting either job leaves the other whole)."""
+        with self._owned() as (session, job):
+            source = session.get(Job, source_id)
+            assert source is not None
+            for row in session.scalars(
+                select(EpochMetrics).where(EpochMetrics.job_id == source_id)
+            ):
+                session.add(
+                    EpochMetrics(
+                        job_id=self.job_id, epoch=row.epoch, values=row.values, seconds=row.seconds
+                    )
+                )
+            job.epoch, job.epochs_total = source.epoch, source.epochs_total
+            job.steps_per_epoch = source.steps_per_epoch
+            job.params_total = source.params_total
+            job.params_trainable = source.params_trainable
+            job.params_non_trainable = source.params_non_trainable
+            job.versions, job.execution = source.versions, source.execution
+            job.last_metrics, job.test_metrics = source.last_metrics, source.test_metrics
+            job.warnings = list(source.warnings)
+            self._replace_artifacts(session, artifacts)
+            session.flush()
+            mark_reused(session, job, source)
+            add_event(
+                session,
+                self.job_id,
+                "log",
+                {
+                    "level": "info",
+                    "message": f"took the result of job {source_id} (the same spec, data, "
+                    "seed and library versions) instead of training again",
+                },
+            )
+            self._end(session, job, JobStatus.SUCCEEDED)
 
     def artifact_uris(self) -> list[str]:
         """Every stored object the job's rows name (whatever its status)."""

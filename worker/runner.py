@@ -25,7 +25,7 @@ from worker.memory import registered_gradients, release
 from worker.resolve import Resolver
 from worker.rungs import RungCallback
 from worker.sweeps import advance_sweep
-from worker.train import Resume, train
+from worker.train import Resume, library_versions, train
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
         control.start()
         with job_log_events(store):
             log.info("job %s: attempt %d started", job_id, claim.attempt)
+            if claim.reuse and (found := store.reusable(library_versions())) is not None:
+                store.take_result(found.job_id, artifacts.copy(found.uris))
+                log.info("job %s: took the result of job %s", job_id, found.job_id)
+                ended = True
+                return
             spec = job_spec_adapter.validate_python(claim.spec)
             resolver = Resolver(settings.resolved_database_url, artifact_store)
             resume = (

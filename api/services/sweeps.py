@@ -149,6 +149,7 @@ def trials(session: Session, sweep: Job) -> TrialsOut:
                 max_epochs=epochs.get(row.job_id) if row.job_id else None,
                 rung=len(row.rungs) if row.rungs else None,
                 rungs={int(k): v for k, v in row.rungs.items()},
+                reused_from=row.reused_from,
             )
             for row in ordered
         ],

@@ -270,3 +270,42 @@ def test_a_bad_corner_of_the_space_is_refused_at_submit(service: Service) -> Non
         ]
         listed = client.get("/v1/jobs", params={"kind": "sweep", "limit": 200}).json()["items"]
         assert all(item["name"] != "refused" for item in listed)
+
+
+def test_a_sweep_run_again_reuses_the_trials_that_succeeded(service: Service) -> None:
+    sweep = {
+        "kind": "sweep",
+        "name": "reused",
+        "seed": 21,
+        "base": base(1),
+        "space": {"compile.optimizer.momentum": {"type": "choice", "values": [0.0, 0.5]}},
+    }
+    with service.client() as client:
+        first = submit(client, sweep)
+        assert service.wait_for(first)["status"] == "succeeded", service.tail()
+        again = submit(client, sweep)
+        assert service.wait_for(again)["status"] == "succeeded", service.tail()
+        before = {t["number"]: t for t in trials_of(client, first)["trials"]}
+        after = {t["number"]: t for t in trials_of(client, again)["trials"]}
+        for number, trial in after.items():
+            assert trial["reused_from"] == before[number]["job_id"]
+            assert trial["objective"] == before[number]["objective"]
+            assert trial["job_id"] != before[number]["job_id"]
+            assert epochs_of(client, trial["job_id"]) == epochs_of(client, before[number]["job_id"])
+            logs = [
+                line["message"]
+                for line in client.get(f"/v1/jobs/{trial['job_id']}/logs").json()["lines"]
+            ]
+            assert any(line.startswith("took the result of job") for line in logs)
+            # The copy is the trial's own: it downloads the same model bytes.
+            ours = client.get(f"/v1/jobs/{trial['job_id']}/model", params={"format": "h5"})
+            theirs = client.get(
+                f"/v1/jobs/{before[number]['job_id']}/model", params={"format": "h5"}
+            )
+            assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
+            assert ours.headers["etag"] == theirs.headers["etag"]
+
+        # Opted out: the same sweep trains its trials again.
+        fresh = submit(client, {**sweep, "reuse": False})
+        assert service.wait_for(fresh)["status"] == "succeeded", service.tail()
+        assert all(t["reused_from"] is None for t in trials_of(client, fresh)["trials"])

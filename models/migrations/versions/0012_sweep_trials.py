@@ -1,4 +1,5 @@
-"""sweep_trials: a sweep's planned trials, their jobs, rungs and objectives
+"""sweep_trials: a sweep's planned trials, their jobs, rungs and objectives;
+jobs.spec_digest: equal jobs, for a sweep's reuse rule
 
 Revision ID: 0012
 Revises: 0011
@@ -46,8 +47,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("sweep_id", "number", name=op.f("pk_sweep_trials")),
     )
     op.create_index(op.f("ix_sweep_trials_job_id"), "sweep_trials", ["job_id"])
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("spec_digest", sa.String(64), nullable=True))
+    op.create_index("ix_jobs_tenant_id_spec_digest", "jobs", ["tenant_id", "spec_digest"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_tenant_id_spec_digest", table_name="jobs")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("spec_digest")
     op.drop_index(op.f("ix_sweep_trials_job_id"), table_name="sweep_trials")
     op.drop_table("sweep_trials")
