@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+import signal
 import time
 from typing import Any
 
@@ -309,3 +310,46 @@ def test_a_sweep_run_again_reuses_the_trials_that_succeeded(service: Service) ->
         fresh = submit(client, {**sweep, "reuse": False})
         assert service.wait_for(fresh)["status"] == "succeeded", service.tail()
         assert all(t["reused_from"] is None for t in trials_of(client, fresh)["trials"])
+
+
+def test_a_sweep_survives_a_killed_worker_with_every_trial_accounted_for(
+    service: Service,
+) -> None:
+    job = base(12)
+    job["fit"]["batch_size"] = 8
+    sweep = {
+        "kind": "sweep",
+        "name": "survives kill -9",
+        "base": job,
+        "space": {"compile.optimizer.momentum": {"type": "choice", "values": [0.0, 0.5, 0.9]}},
+        "parallelism": 1,
+    }
+    with service.client() as client:
+        sweep_id = submit(client, sweep)
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            running = [t for t in trials_of(client, sweep_id)["trials"] if t["state"] == "running"]
+            if (
+                running
+                and client.get(f"/v1/jobs/{running[0]['job_id']}").json()["checkpoint_epoch"]
+            ):
+                break
+            assert time.monotonic() < deadline, service.tail()
+            time.sleep(0.1)
+        killed = running[0]
+        service.processes["worker"].stop(signal.SIGKILL)
+        service.start_worker()
+
+        done = service.wait_for(sweep_id)
+        assert done["status"] == "succeeded", (done, service.tail())
+        table = trials_of(client, sweep_id)
+        assert sorted(t["number"] for t in table["trials"]) == [1, 2, 3]
+        assert all(t["state"] == "succeeded" for t in table["trials"])
+        resumed = client.get(f"/v1/jobs/{killed['job_id']}").json()
+        assert resumed["attempt"] == 2
+        assert [row["epoch"] for row in epochs_of(client, killed["job_id"])] == list(range(1, 13))
+        logs = [
+            line["message"]
+            for line in client.get(f"/v1/jobs/{killed['job_id']}/logs").json()["lines"]
+        ]
+        assert any(line.startswith("resuming from the checkpoint after epoch") for line in logs)
