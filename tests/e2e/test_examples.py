@@ -97,3 +97,35 @@ def test_every_example_trains_and_reloads_in_plain_keras(service: Service, tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"loaded {len(files)}" in result.stdout
+
+
+SWEEPS = sorted((Path(__file__).parents[2] / "examples" / "sweeps").glob("*.json"))
+
+
+def test_every_sweep_example_is_planned_and_the_grid_runs(service: Service) -> None:
+    """The chapter's comparisons as sweeps: each is accepted as written (its trials listed
+    by the dry run), and the activation × initializer grid runs, shortened."""
+    counts = {}
+    with service.client() as client:
+        for path in SWEEPS:
+            sweep = json.loads(path.read_text())
+            dry = client.post("/v1/jobs", params={"dry_run": "true"}, json=sweep)
+            assert dry.status_code == 200, (path.name, dry.text)
+            counts[path.stem] = len(dry.json()["trials"])
+        assert counts == {
+            "activation_x_initializer": 15,
+            "learning_rate_schedules": 6,
+            "optimizer_x_learning_rate": 27,
+        }
+        grid = json.loads(
+            (EXAMPLES[0].parent / "sweeps" / "activation_x_initializer.json").read_text()
+        )
+        grid["base"] = quick(grid["base"])
+        grid["parallelism"] = 4
+        response = client.post("/v1/jobs", json=grid)
+        assert response.status_code == 202, response.text
+        done = service.wait_for(response.json()["id"])
+        assert done["status"] == "succeeded", (done, service.tail())
+        table = client.get(f"/v1/jobs/{done['id']}/trials").json()
+        assert len(table["trials"]) == 15
+        assert all(trial["state"] == "succeeded" for trial in table["trials"])
