@@ -109,6 +109,11 @@ class AshaStrategy(StrictModel):
         default=None, ge=1, le=10_000, description="Default: the base spec's fit.epochs."
     )
     reduction_factor: int = Field(default=3, ge=2, le=10)
+    configurations: Literal["random", "grid"] = Field(
+        default="random",
+        description="random: max_trials draws from the space (Optuna's RandomSampler); "
+        "grid: every combination of its listed values, in an order drawn from the seed.",
+    )
 
 
 Strategy = Annotated[GridStrategy | RandomStrategy | AshaStrategy, Field(discriminator="type")]

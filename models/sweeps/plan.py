@@ -7,7 +7,9 @@ trial an hour later."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -58,10 +60,15 @@ class SweepPlan:
 
 def plan(spec: SweepJobSpec) -> SweepPlan:
     """The trials (specs validated, not yet preflighted: :func:`preflight_trials`)."""
-    if isinstance(spec.strategy, AshaStrategy) or spec.strategy.type == "random":
-        draws = _draw(spec, spec.max_trials or DEFAULT_DRAWS)
-    else:
-        draws = _grid(spec)
+    drawn = spec.strategy.type == "random" or (
+        isinstance(spec.strategy, AshaStrategy) and spec.strategy.configurations == "random"
+    )
+    draws = _draw(spec, spec.max_trials or DEFAULT_DRAWS) if drawn else _grid(spec)
+    if isinstance(spec.strategy, AshaStrategy) and not drawn:
+        # Asynchronous halving compares a trial with those that reached the rung before
+        # it: in the grid's order, the first rows would be promoted on little evidence.
+        order = np.random.default_rng(spec.seed).permutation(len(draws))
+        draws = [draws[index] for index in order]
     trials = [_trial(spec, number, params) for number, params in enumerate(draws, start=1)]
     epochs = [trial.spec.total_epochs for trial in trials]
     if not isinstance(spec.strategy, AshaStrategy):
@@ -96,10 +103,14 @@ def _asha_expected(trials: int, rungs: list[int], factor: int) -> int:
     return total
 
 
-def trial_seed(sweep_seed: int, number: int) -> int:
-    """Each trial's own seed, derived from the sweep's (NumPy's SeedSequence: independent
-    streams for every number)."""
-    return int(np.random.SeedSequence([sweep_seed, number]).generate_state(1)[0] % 2**31)
+def trial_seed(sweep_seed: int, params: dict[str, Any]) -> int:
+    """A trial's own seed, derived from the sweep's and the trial's values (NumPy's
+    SeedSequence: independent streams): the same configuration gets the same seed in any
+    order and under any strategy, so a grid and an ASHA sweep of one seed train the same
+    trials, and trials differ only by their values."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).digest()
+    words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+    return int(np.random.SeedSequence([sweep_seed, *words]).generate_state(1)[0] % 2**31)
 
 
 def _grid(spec: SweepJobSpec) -> list[dict[str, Any]]:
@@ -169,7 +180,7 @@ def trial_spec(spec: SweepJobSpec, number: int, params: dict[str, Any]) -> dict[
             set_path(document, path, copy.deepcopy(value))
         except KeyError as exc:
             raise SpecError(f"{exc.args[0]}: set it in the base spec", ["space", path]) from exc
-    document["seed"] = trial_seed(spec.seed, number)
+    document["seed"] = trial_seed(spec.seed, params)
     base_name = spec.base.get("name") or spec.name or "sweep"
     document["name"] = f"{base_name} #{number}"[:200]
     if isinstance(spec.strategy, AshaStrategy) and spec.strategy.max_epochs is not None:

@@ -54,7 +54,7 @@ def test_the_grid_is_every_combination_in_order() -> None:
     assert planned.max_epochs_total == 6 * DIGITS_SPEC["fit"]["epochs"]
     trial = planned.trials[4]
     assert trial.spec.fit.batch_size == 32
-    assert trial.spec.seed == trial_seed(0, 5)
+    assert trial.spec.seed == trial_seed(0, trial.params)
     assert trial.spec.name == "digits-bn #5"
 
 
@@ -123,11 +123,13 @@ def test_asha_rungs_and_budget() -> None:
     assert planned.expected_epochs_total == 27 + 18 + 18
 
 
-def test_trial_seeds_differ_and_repeat() -> None:
-    seeds = [trial_seed(7, number) for number in range(1, 101)]
+def test_trial_seeds_differ_by_values_and_repeat() -> None:
+    configurations = [{"fit.batch_size": size} for size in range(1, 101)]
+    seeds = [trial_seed(7, params) for params in configurations]
     assert len(set(seeds)) == 100
-    assert seeds == [trial_seed(7, number) for number in range(1, 101)]
+    assert seeds == [trial_seed(7, dict(params)) for params in configurations]
     assert all(0 <= seed < 2**31 for seed in seeds)
+    assert trial_seed(8, configurations[0]) != seeds[0]  # and by the sweep's seed
 
 
 def test_choices_may_be_whole_objects() -> None:
@@ -142,3 +144,21 @@ def test_choices_may_be_whole_objects() -> None:
     drawn = [trial.params["compile.optimizer"] for trial in planned.trials]
     assert all(value in optimizers for value in drawn)
     assert {trial.spec.compile.optimizer.type for trial in planned.trials} == {"Adam", "SGD"}
+
+
+def test_asha_may_start_from_the_grid() -> None:
+    space = {
+        "model.layers[1].activation": {"type": "choice", "values": ["relu", "elu", "selu"]},
+        "compile.optimizer.learning_rate": {"type": "choice", "values": [0.1, 0.01, 0.001]},
+    }
+    grid = plan(sweep(space=space))
+    asha = plan(
+        sweep(
+            space=space,
+            strategy={"type": "asha", "max_epochs": 9, "configurations": "grid"},
+        )
+    )
+    shown = [t.params for t in asha.trials]
+    assert sorted(map(str, shown)) == sorted(str(t.params) for t in grid.trials)
+    assert shown != [t.params for t in grid.trials]  # shuffled: no row goes first by rank
+    assert asha.rungs == [1, 3, 9]
