@@ -254,8 +254,8 @@ def cancel_job(job: JobDep, session: SessionDep, request: Request) -> JobOut:
 def delete_job(job: JobDep, session: SessionDep, store: StoreDep, request: Request) -> Response:
     """An ended job: its metrics, events and artifacts, its child jobs' too, and its
     stored models and checkpoint. Cancel a queued or running job first."""
-    deletion.delete_job(session, store, job)
-    request.app.state.read_cache.forget_job(job.id)
+    for deleted in deletion.delete_job(session, store, job):
+        request.app.state.read_cache.forget_job(deleted)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 WAITING = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-def delete_job(session: Session, store: ArtifactStore, job: Job) -> None:
+def delete_job(session: Session, store: ArtifactStore, job: Job) -> list[uuid.UUID]:
+    """The ids deleted: the job's and its descendants' (a sweep's trials)."""
     if JobStatus(job.status) in WAITING:
         raise Conflict(
             f"job {job.id} is {job.status}; cancel it first, and delete it once it has ended"
@@ -39,7 +40,11 @@ def delete_job(session: Session, store: ArtifactStore, job: Job) -> None:
     busy = session.scalars(select(Job.id).where(Job.id.in_(family), Job.status.in_(WAITING)))
     if first := busy.first():
         raise Conflict(f"job {job.id} has a child job {first} that has not ended")
-    _refuse_if_needed(session, job.tenant_id, lambda inputs: job.id in inputs.jobs, f"job {job.id}")
+    # A waiting job may build on the model of any of them (a sweep's trial, too).
+    members = set(family)
+    _refuse_if_needed(
+        session, job.tenant_id, lambda inputs: bool(members & set(inputs.jobs)), f"job {job.id}"
+    )
     uris = set(session.scalars(select(Artifact.uri).where(Artifact.job_id.in_(family))))
     # Objects no row names too: checkpoints a killed worker wrote but never recorded.
     for member in family:
@@ -52,6 +57,7 @@ def delete_job(session: Session, store: ArtifactStore, job: Job) -> None:
     session.execute(delete(Job).where(Job.id == job.id))
     session.commit()
     _delete_objects(store, sorted(uris))
+    return list(family)
 
 
 def delete_upload(

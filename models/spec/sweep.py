@@ -69,6 +69,10 @@ class IntRange(StrictModel):
         return self
 
     @property
+    def count(self) -> int:
+        return (self.high - self.low) // self.step + 1
+
+    @property
     def values(self) -> list[int]:
         return list(range(self.low, self.high + 1, self.step))
 

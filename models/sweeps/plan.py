@@ -24,6 +24,8 @@ from models.kinds.base import Inspection, SpecError
 from models.preflight import METRIC_ALIASES
 from models.spec import AnyJobSpec, job_spec_adapter
 from models.spec.sweep import (
+    MAX_TRIALS,
+    MAX_VALUES,
     AshaStrategy,
     Choice,
     IntRange,
@@ -116,6 +118,12 @@ def trial_seed(sweep_seed: int, params: dict[str, Any]) -> int:
 def _grid(spec: SweepJobSpec) -> list[dict[str, Any]]:
     axes: dict[str, list[Any]] = {}
     for path, param in spec.space.items():
+        if isinstance(param, IntRange) and param.count > MAX_VALUES:
+            raise SpecError(
+                f"a grid tries each of its {param.count:,} values; use at most {MAX_VALUES} "
+                "(a larger step), or the random or asha strategy",
+                ["space", path],
+            )
         if isinstance(param, Choice | IntRange):
             axes[path] = list(param.values)
         else:
@@ -126,10 +134,12 @@ def _grid(spec: SweepJobSpec) -> list[dict[str, Any]]:
                 ["space", path, "type"],
             )
     size = math.prod(len(values) for values in axes.values())
-    if spec.max_trials is not None and size > spec.max_trials:
+    limit = spec.max_trials or MAX_TRIALS
+    if size > limit:
         raise SpecError(
-            f"the grid has {size} combinations, more than max_trials ({spec.max_trials}): "
-            "raise max_trials, narrow the space, or use the random strategy",
+            f"the grid has {size:,} combinations, more than max_trials ({limit}): "
+            + ("raise max_trials, " if limit < MAX_TRIALS else "")
+            + "narrow the space, or use the random strategy",
             ["max_trials"],
         )
     paths = list(axes)

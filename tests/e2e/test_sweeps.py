@@ -118,6 +118,12 @@ def test_a_grid_sweep_trains_every_combination_and_serves_the_best_model(
             assert imread(io.BytesIO(png.content)).shape[:2] == (600, 1000)
         assert table["links"]["compare"].count(",") == 3  # the four trials, best first
 
+        # Deleting the sweep deletes its trials: their jobs, rows and models.
+        assert client.delete(f"/v1/jobs/{sweep_id}").status_code == 204
+        for trial in table["trials"]:
+            assert client.get(f"/v1/jobs/{trial['job_id']}").status_code == 404
+        assert client.get(f"/v1/jobs/{sweep_id}/trials").status_code == 404
+
 
 def test_a_random_sweep_draws_its_trials_from_its_seed(service: Service) -> None:
     sweep = {

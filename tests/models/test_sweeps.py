@@ -162,3 +162,16 @@ def test_asha_may_start_from_the_grid() -> None:
     assert sorted(map(str, shown)) == sorted(str(t.params) for t in grid.trials)
     assert shown != [t.params for t in grid.trials]  # shuffled: no row goes first by rank
     assert asha.rungs == [1, 3, 9]
+
+
+def test_huge_grids_are_refused_before_they_are_built() -> None:
+    wide = {"model.layers[1].units": {"type": "int", "low": 1, "high": 10**9}}
+    with pytest.raises(SpecError, match="tries each of its 1,000,000,000 values") as refused:
+        plan(sweep(space=wide))
+    assert refused.value.loc == ["space", "model.layers[1].units"]
+    many = {
+        f"model.layers[{index}].units": {"type": "int", "low": 1, "high": 100} for index in (1, 4)
+    } | {"fit.batch_size": {"type": "int", "low": 1, "high": 100}}
+    with pytest.raises(SpecError, match="1,000,000 combinations") as refused:
+        plan(sweep(space=many))
+    assert refused.value.loc == ["max_trials"]
