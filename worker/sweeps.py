@@ -26,7 +26,7 @@ def _celery(settings_json: str) -> Celery:
 def advance_sweep(settings: Settings, sweep_id: uuid.UUID, celery: Celery | None = None) -> None:
     """Bring the sweep up to date and send the trials it queued (after the commit)."""
     with transaction(settings.resolved_database_url) as session:
-        scheduled = advance(session, sweep_id, settings.max_attempts)
+        scheduled = advance(session, sweep_id, settings.max_attempts, settings.default_limits)
     if not scheduled:
         return
     app = celery or _celery(settings.model_dump_json())

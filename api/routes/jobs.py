@@ -115,13 +115,12 @@ def submit_job(
         if dry_run:
             response.status_code = status.HTTP_200_OK
             return sweeps.dry_run(session, spec, caller)
-        sweep = sweeps.submit(session, celery, settings, spec, caller)
-        response.headers["Location"] = f"/v1/jobs/{sweep.id}"
-        return JobOut.from_row(sweep)
-    if dry_run:
-        response.status_code = status.HTTP_200_OK
-        return service.dry_run(session, settings, spec, caller)
-    submitted = service.submit(session, celery, settings, spec, caller, idempotency_key)
+        submitted = sweeps.submit(session, celery, settings, spec, caller, idempotency_key)
+    else:
+        if dry_run:
+            response.status_code = status.HTTP_200_OK
+            return service.dry_run(session, settings, spec, caller)
+        submitted = service.submit(session, celery, settings, spec, caller, idempotency_key)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
@@ -233,7 +232,8 @@ def _read_job_document(
 def cancel_job(job: JobDep, session: SessionDep, request: Request) -> JobOut:
     """A queued job ends ``cancelled`` at once; a running one stops within a batch of its
     worker noticing (about a second) and keeps its checkpoint and metrics so far."""
-    cancelled = JobOut.from_row(service.cancel(session, job))
+    stop = sweeps.cancel if job.kind == "sweep" else service.cancel
+    cancelled = JobOut.from_row(stop(session, job))
     # Committed before answering, and forgotten by the read cache after the commit, so
     # that a status read right after this answer shows the cancel.
     session.commit()

@@ -22,13 +22,12 @@ from sqlalchemy.orm import Session
 from api import documents
 from api.errors import Conflict, InvalidSpec, NetkilnError
 from api.schemas import DryRunOut, EpochEstimateOut
-from api.services import sweeps
 from api.services.limits import check_job_limits, check_queue_room
 from core.queue import dispatch, queue_for
 from core.settings import Settings
 from models import kinds, workers
 from models.events import add_event, add_status_event
-from models.spec import AnyJobSpec
+from models.spec import AnyJobSpec, SweepJobSpec
 from models.submission import new_job
 from models.tables import Job, JobEvent, JobStatus, utcnow
 from models.tenancy import Caller, lock_tenant
@@ -47,7 +46,7 @@ class IdempotencyConflict(NetkilnError):
 
 
 def find_by_idempotency_key(
-    session: Session, tenant: str, key: str, spec: AnyJobSpec
+    session: Session, tenant: str, key: str, spec: AnyJobSpec | SweepJobSpec
 ) -> Job | None:
     """The job an earlier POST of this tenant with this key created; 409 if that POST had
     another spec."""
@@ -169,9 +168,6 @@ def cancel(session: Session, job: Job) -> Job:
     status = JobStatus(job.status)
     if status.is_terminal:
         raise Conflict(f"job {job.id} already ended {status.value}; there is nothing to cancel")
-    if job.kind == "sweep":
-        sweeps.cancel(session, job)
-        return job
     now = utcnow()
     job.cancel_requested_at = job.cancel_requested_at or now
     if status == JobStatus.QUEUED:

@@ -9,10 +9,12 @@ import uuid
 
 from celery import Celery
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import InvalidSpec
+from api.errors import Conflict, InvalidSpec
 from api.schemas import SweepDryRunOut, TrialOut, TrialsOut
+from api.services.jobs import Submitted, find_by_idempotency_key
 from api.services.limits import check_job_limits
 from core.queue import dispatch
 from core.settings import Settings
@@ -60,14 +62,25 @@ def dry_run(session: Session, spec: SweepJobSpec, caller: Caller) -> SweepDryRun
 
 
 def submit(
-    session: Session, celery: Celery, settings: Settings, spec: SweepJobSpec, caller: Caller
-) -> Job:
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    spec: SweepJobSpec,
+    caller: Caller,
+    idempotency_key: str | None = None,
+) -> Submitted:
     """Store the sweep (running from now: it trains nothing itself) and its planned trials,
-    queue the first ``parallelism`` of them, and send their messages after the commit."""
+    queue the first ``parallelism`` of them, and send their messages after the commit; or,
+    for a retried POST, the sweep the first one created."""
+    if idempotency_key is not None:
+        existing = find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
+        if existing is not None:
+            return Submitted(existing, created=False)
     plan = _planned(session, spec, caller)
     now = utcnow()
     sweep = Job(
         tenant_id=caller.tenant,
+        idempotency_key=idempotency_key,
         name=spec.name,
         kind="sweep",
         status=JobStatus.RUNNING,
@@ -78,17 +91,29 @@ def submit(
         epochs_total=plan.max_epochs_total,
     )
     session.add(sweep)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent retry with the same key inserted first: answer with its sweep.
+        session.rollback()
+        existing = (
+            find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
+            if idempotency_key is not None
+            else None
+        )
+        if existing is None:
+            raise
+        return Submitted(existing, created=False)
     add_status_event(session, sweep)
     for trial in plan.trials:
         session.add(
             SweepTrial(sweep_id=sweep.id, number=trial.number, params=trial.params, seed=trial.seed)
         )
     session.flush()
-    scheduled = advance(session, sweep.id, settings.max_attempts)
+    scheduled = advance(session, sweep.id, settings.max_attempts, settings.default_limits)
     session.commit()
     send(celery, settings, scheduled)
-    return sweep
+    return Submitted(sweep, created=True)
 
 
 def send(celery: Celery, settings: Settings, scheduled: list[Scheduled]) -> None:
@@ -99,14 +124,17 @@ def send(celery: Celery, settings: Settings, scheduled: list[Scheduled]) -> None
             log.exception("could not enqueue trial job %s; it stays queued", job.job_id)
 
 
-def cancel(session: Session, sweep: Job) -> None:
+def cancel(session: Session, sweep: Job) -> Job:
     """The sweep ends cancelled at once: queued trials with it, running ones stop within a
     batch; the best trial so far stays the sweep's result."""
+    if JobStatus(sweep.status).is_terminal:
+        raise Conflict(f"sweep {sweep.id} already ended {sweep.status}; nothing to cancel")
     trials = list(session.scalars(select(SweepTrial).where(SweepTrial.sweep_id == sweep.id)))
     stop_trials(session, trials, "the sweep was cancelled")
     sweep.status = JobStatus.CANCELLED
     sweep.cancel_requested_at = sweep.finished_at = utcnow()
     add_status_event(session, sweep, reason="cancelled")
+    return sweep
 
 
 def trials(session: Session, sweep: Job) -> TrialsOut:

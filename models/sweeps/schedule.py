@@ -18,10 +18,12 @@ from sqlalchemy.orm import Session
 
 from models import kinds
 from models.events import add_status_event
+from models.limits import Limits
 from models.spec import job_spec_adapter
 from models.spec.sweep import SweepJobSpec
 from models.submission import new_job
-from models.tables import EpochMetrics, Job, JobStatus, SweepTrial, utcnow
+from models.tables import EpochMetrics, Job, JobStatus, SweepTrial, Tenant, utcnow
+from models.tenancy import count_jobs
 
 #: Trial states once nothing more will happen to it.
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "pruned", "skipped"})
@@ -35,9 +37,12 @@ class Scheduled:
     queue: str
 
 
-def advance(session: Session, sweep_id: uuid.UUID, max_attempts: int) -> list[Scheduled]:
+def advance(
+    session: Session, sweep_id: uuid.UUID, max_attempts: int, default_limits: Limits
+) -> list[Scheduled]:
     """Bring the sweep up to date; the trial jobs it queued, for the caller to dispatch
-    after commit."""
+    after commit. Trials queue within ``parallelism`` and the room the tenant's
+    ``max_queued_jobs`` leaves (``default_limits`` under the tenant's own)."""
     sweep = session.get(Job, sweep_id, with_for_update=True)
     if sweep is None or sweep.kind != "sweep":
         return []
@@ -57,8 +62,9 @@ def advance(session: Session, sweep_id: uuid.UUID, max_attempts: int) -> list[Sc
         stop_trials(session, trials, "the sweep's budget is spent")
     else:
         active = sum(trial.state in ACTIVE for trial in trials)
+        room = _queue_room(session, sweep.tenant_id, default_limits)
         for trial in trials:
-            if active >= spec.parallelism:
+            if active >= spec.parallelism or room <= 0:
                 break
             if trial.state != "pending":
                 continue
@@ -66,6 +72,7 @@ def advance(session: Session, sweep_id: uuid.UUID, max_attempts: int) -> list[Sc
             trial.job_id, trial.state = job.id, "queued"
             scheduled.append(Scheduled(job.id, job.queue))
             active += 1
+            room -= 1
     if all(trial.state in FINISHED for trial in trials):
         _end(session, sweep, spec, trials)
     return scheduled
@@ -126,6 +133,15 @@ def objective_of(session: Session, job_id: uuid.UUID, spec: SweepJobSpec) -> flo
     if not present:
         return None
     return min(present) if spec.objective.direction == "min" else max(present)
+
+
+def _queue_room(session: Session, tenant_id: str, default_limits: Limits) -> float:
+    """How many more jobs the tenant may have waiting (its trials wait like any job)."""
+    tenant = session.get(Tenant, tenant_id)
+    limit = default_limits.over(tenant.limits if tenant else {}).max_queued_jobs
+    if limit is None:
+        return float("inf")
+    return limit - count_jobs(session, tenant_id, JobStatus.QUEUED)
 
 
 def _over_budget(spec: SweepJobSpec, sweep: Job, trials: list[SweepTrial]) -> bool:

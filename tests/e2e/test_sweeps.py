@@ -359,3 +359,30 @@ def test_a_sweep_survives_a_killed_worker_with_every_trial_accounted_for(
             for line in client.get(f"/v1/jobs/{killed['job_id']}/logs").json()["lines"]
         ]
         assert any(line.startswith("resuming from the checkpoint after epoch") for line in logs)
+
+
+def test_a_budget_ends_the_sweep_and_a_retried_post_returns_the_same_sweep(
+    service: Service,
+) -> None:
+    sweep = {
+        "kind": "sweep",
+        "name": "budgeted",
+        "base": base(1),
+        "space": {"compile.optimizer.momentum": {"type": "choice", "values": [0.0, 0.3, 0.6, 0.9]}},
+        "parallelism": 1,
+        "budget": {"epochs": 2},
+    }
+    key = {"Idempotency-Key": "budgeted-sweep-1"}
+    with service.client() as client:
+        first = client.post("/v1/jobs", json=sweep, headers=key)
+        assert first.status_code == 202, first.text
+        again = client.post("/v1/jobs", json=sweep, headers=key)
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == first.json()["id"]
+        done = service.wait_for(first.json()["id"])
+        assert done["status"] == "succeeded", (done, service.tail())
+        table = trials_of(client, first.json()["id"])
+        states = sorted(trial["state"] for trial in table["trials"])
+        assert states == ["skipped", "skipped", "succeeded", "succeeded"]
+        assert sum(trial["epochs"] for trial in table["trials"]) == 2
+        assert done["progress"]["epoch"] == 2
