@@ -167,8 +167,14 @@ def test_asha_stops_the_worse_trials_at_a_rung_and_the_promoted_train_on(
         "base": base(),
         "space": {"compile.optimizer.learning_rate": {"type": "choice", "values": rates}},
         "objective": {"metric": "val_accuracy", "direction": "max"},
-        "strategy": {"type": "asha", "min_epochs": 1, "max_epochs": 3, "reduction_factor": 3},
-        "max_trials": 6,
+        # Each rate once, in an order drawn from the seed.
+        "strategy": {
+            "type": "asha",
+            "min_epochs": 1,
+            "max_epochs": 3,
+            "reduction_factor": 3,
+            "configurations": "grid",
+        },
         # One at a time: every trial reaches the rung with all earlier ones to compare to.
         "parallelism": 1,
     }
