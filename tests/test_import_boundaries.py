@@ -90,8 +90,15 @@ def test_every_image_copies_every_package() -> None:
         "find"
     ]["include"]
     packages = {pattern.rstrip("*") for pattern in found}
-    stages = re.split(r"^FROM ", (root / "Dockerfile").read_text(), flags=re.MULTILINE)[1:]
-    assert len(stages) == 3
-    for stage in stages:
-        copied = set(re.findall(r"^COPY (\w+) \1$", stage, flags=re.MULTILINE))
-        assert copied == packages, stage.splitlines()[0]
+    dockerfile = (root / "Dockerfile").read_text()
+    stages = {
+        name: base
+        for base, name in re.findall(r"^FROM (\S+) AS (\S+)$", dockerfile, flags=re.MULTILINE)
+    }
+    assert set(re.findall(r"^COPY (\w+) \1$", dockerfile, flags=re.MULTILINE)) == packages
+    # Every image derives from the stage that copies them.
+    assert {target: stages[target] for target in ("api", "worker-cpu", "worker")} == {
+        "api": "source",
+        "worker-cpu": "source",
+        "worker": "source",
+    }

@@ -67,6 +67,22 @@ class Submitted:
     created: bool
 
 
+def concurrent_submit(
+    session: Session,
+    tenant: str,
+    key: str | None,
+    spec: AnyJobSpec | SweepJobSpec,
+    error: IntegrityError,
+) -> Submitted:
+    """After an insert failed on a unique key: the job a concurrent retry with the same
+    Idempotency-Key inserted first; ``error`` again if that is not what happened."""
+    session.rollback()
+    existing = find_by_idempotency_key(session, tenant, key, spec) if key is not None else None
+    if existing is None:
+        raise error
+    return Submitted(existing, created=False)
+
+
 def dry_run(session: Session, settings: Settings, spec: AnyJobSpec, caller: Caller) -> DryRunOut:
     """What the job would be, checked against the caller's limits on the job itself (not
     on the queue it would join), with an epoch's time on the fastest running worker;
@@ -117,16 +133,8 @@ def submit(
         check_queue_room(session, caller)
         job = _insert(session, spec, caller, inspection, settings.max_attempts, idempotency_key)
         session.commit()
-    except IntegrityError:
-        session.rollback()
-        existing = (
-            find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
-            if idempotency_key is not None
-            else None
-        )
-        if existing is None:
-            raise
-        return Submitted(existing, created=False)
+    except IntegrityError as error:
+        return concurrent_submit(session, caller.tenant, idempotency_key, spec, error)
     try:
         dispatch(celery, settings.resolved_database_url, job.id, job.queue)
     except Exception:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import Conflict, InvalidSpec
 from api.schemas import SweepDryRunOut, TrialOut, TrialsOut
-from api.services.jobs import Submitted, find_by_idempotency_key
+from api.services.jobs import Submitted, concurrent_submit, find_by_idempotency_key
 from api.services.limits import check_job_limits
 from core.queue import dispatch
 from core.settings import Settings
@@ -93,17 +93,8 @@ def submit(
     session.add(sweep)
     try:
         session.flush()
-    except IntegrityError:
-        # A concurrent retry with the same key inserted first: answer with its sweep.
-        session.rollback()
-        existing = (
-            find_by_idempotency_key(session, caller.tenant, idempotency_key, spec)
-            if idempotency_key is not None
-            else None
-        )
-        if existing is None:
-            raise
-        return Submitted(existing, created=False)
+    except IntegrityError as error:
+        return concurrent_submit(session, caller.tenant, idempotency_key, spec, error)
     add_status_event(session, sweep)
     for trial in plan.trials:
         session.add(
