@@ -94,11 +94,19 @@ class GridStrategy(StrictModel):
 
     type: Literal["grid"]
 
+    @property
+    def configurations(self) -> Literal["grid"]:
+        return "grid"
+
 
 class RandomStrategy(StrictModel):
     """``max_trials`` configurations drawn by Optuna's RandomSampler from the sweep's seed."""
 
     type: Literal["random"]
+
+    @property
+    def configurations(self) -> Literal["random"]:
+        return "random"
 
 
 class AshaStrategy(StrictModel):

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,11 +63,8 @@ class SweepPlan:
 
 def plan(spec: SweepJobSpec) -> SweepPlan:
     """The trials (specs validated, not yet preflighted: :func:`preflight_trials`)."""
-    drawn = spec.strategy.type == "random" or (
-        isinstance(spec.strategy, AshaStrategy) and spec.strategy.configurations == "random"
-    )
-    draws = _draw(spec, spec.max_trials or DEFAULT_DRAWS) if drawn else _grid(spec)
-    if isinstance(spec.strategy, AshaStrategy) and not drawn:
+    draws = CONFIGURATIONS[spec.strategy.configurations](spec)
+    if isinstance(spec.strategy, AshaStrategy) and spec.strategy.configurations == "grid":
         # Asynchronous halving compares a trial with those that reached the rung before
         # it: in the grid's order, the first rows would be promoted on little evidence.
         order = np.random.default_rng(spec.seed).permutation(len(draws))
@@ -160,6 +158,13 @@ def _draw(spec: SweepJobSpec, count: int) -> list[dict[str, Any]]:
         )
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # drawn, not run here
     return draws
+
+
+#: How a strategy's configurations are chosen (its ``configurations``).
+CONFIGURATIONS: dict[str, Callable[[SweepJobSpec], list[dict[str, Any]]]] = {
+    "grid": _grid,
+    "random": lambda spec: _draw(spec, spec.max_trials or DEFAULT_DRAWS),
+}
 
 
 def _distribution(param: Param) -> optuna.distributions.BaseDistribution:
