@@ -237,7 +237,7 @@ def plan_execution(
         return ExecutionPlan(
             1,
             "data-parallel on TensorFlow: Keras's multi-step train function fails under "
-            "MirroredStrategy (checked with Keras 3.15, TensorFlow 2.20)",
+            "MirroredStrategy (checked with Keras 3.15, TensorFlow 2.21)",
             step_seconds=step_seconds,
             **base,
         )

@@ -111,7 +111,10 @@ def sweep(settings: Settings, celery: Celery) -> SweepReport:
             )
         )
     for sweep_id in running_sweeps:
-        advance_sweep(settings, sweep_id, celery)
+        try:
+            advance_sweep(settings, sweep_id, celery)
+        except Exception:  # one sweep's trouble must not hold up the others
+            log.exception("sweep %s: could not be moved on; retrying next pass", sweep_id)
     return report
 
 

@@ -69,14 +69,14 @@ def run_job(job_id: uuid.UUID, settings: Settings) -> None:
                 if claim.checkpoint_epoch and claim.checkpoint_uri
                 else None
             )
-            # The layers the job builds take its precision, and its variables live on its
-            # devices, for this job only.
             # A trial of an ASHA sweep stops at a rung unless it is among the best there.
             rungs = (
                 [RungCallback(settings.resolved_database_url, claim.asha, store.log)]
                 if claim.asha
                 else []
             )
+            # The layers the job builds take its precision, and its variables live on its
+            # devices, for this job only.
             with (
                 dtype_policy(spec.fit.precision),
                 data_parallel(spec.resources.device_count) as devices,
