@@ -327,7 +327,7 @@ def test_a_sweep_run_again_reuses_the_trials_that_succeeded(service: Service) ->
 def test_a_sweep_survives_a_killed_worker_with_every_trial_accounted_for(
     service: Service,
 ) -> None:
-    job = base(12)
+    job = base(6)
     job["fit"]["batch_size"] = 8
     sweep = {
         "kind": "sweep",
@@ -359,7 +359,7 @@ def test_a_sweep_survives_a_killed_worker_with_every_trial_accounted_for(
         assert all(t["state"] == "succeeded" for t in table["trials"])
         resumed = client.get(f"/v1/jobs/{killed['job_id']}").json()
         assert resumed["attempt"] == 2
-        assert [row["epoch"] for row in epochs_of(client, killed["job_id"])] == list(range(1, 13))
+        assert [row["epoch"] for row in epochs_of(client, killed["job_id"])] == list(range(1, 7))
         logs = [
             line["message"]
             for line in client.get(f"/v1/jobs/{killed['job_id']}/logs").json()["lines"]
