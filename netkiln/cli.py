@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from core.settings import Settings, get_settings
 from netkiln.admin_cli import ensure_local_key
@@ -62,11 +63,17 @@ ConcurrencyOption = Annotated[
 
 
 def _settings(data_dir: Path | None) -> Settings:
-    """Options win over the environment, and are exported so child processes agree."""
+    """Options win over the environment, and are exported so child processes agree. A
+    setting that does not validate ends the command with its name and the reason."""
     if data_dir is not None:
         os.environ["NETKILN_DATA_DIR"] = str(data_dir.expanduser().resolve())
     get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "NETKILN_" + "_".join(str(part) for part in error["loc"]).upper()
+        _refuse(f"{name}: {error['msg']}")
     settings.ensure_dirs()
     configure_logging(settings.log_level, settings.log_format)
     return settings

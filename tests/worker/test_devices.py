@@ -94,3 +94,23 @@ def test_pinning_sets_the_environment_the_backend_reads(
     assert os.environ["XLA_FLAGS"] == (
         "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=2"
     )
+
+
+def test_the_worker_command_refuses_a_bad_gpu_type_by_its_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from netkiln.cli import app
+
+    # The command exports its options to the environment (for its pool processes): set
+    # them here first, so that they are put back as they were after the test.
+    for name in ("DATA_DIR", "WORKER_GPUS", "WORKER_GPU_TYPE"):
+        monkeypatch.setenv(f"NETKILN_{name}", "")
+
+    result = CliRunner().invoke(
+        app,
+        ["worker", "--data-dir", str(tmp_path), "--gpus", "0", "--gpu-type", "H200 SXM"],
+    )
+    assert result.exit_code == 1
+    assert "NETKILN_WORKER_GPU_TYPE: String should match pattern" in result.output
