@@ -201,8 +201,8 @@ def parse_path(path: str) -> list[str | int]:
 
 
 def set_path(spec: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``path`` in ``spec`` (a JSON document, changed in place). Every part but the last
-    must exist (a list item, or an object); the last may be a field the base left out."""
+    """Set ``path`` in ``spec`` (a JSON document, changed in place). List items must exist;
+    object fields the base left out are created (``fit.early_stopping.patience``)."""
     parts = parse_path(path)
     node: Any = spec
     for depth, part in enumerate(parts[:-1]):
