@@ -4,8 +4,9 @@ imports the other. Light on purpose: no TensorFlow, no FastAPI."""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -24,11 +25,14 @@ from models.spec.resources import (
 )
 from models.tables import Job, JobStatus, utcnow
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "GPU_QUEUE_PREFIX",
     "JOB_QUEUE",
     "RUN_JOB_TASK",
     "dispatch",
+    "dispatch_queued",
     "gpu_queue",
     "gpu_queues",
     "make_celery",
@@ -93,6 +97,19 @@ def dispatch(celery: Celery, database_url: str, job_id: uuid.UUID, queue: str) -
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
             .values(dispatched_at=utcnow())
         )
+
+
+def dispatch_queued(
+    celery: Celery, database_url: str, jobs: Iterable[tuple[uuid.UUID, str]]
+) -> None:
+    """:func:`dispatch` each committed ``(job id, queue)``. A message that cannot be sent
+    (the broker is down) is logged, not raised: the row is the source of truth, and the
+    reconciler sends a queued job without a message once the broker is back."""
+    for job_id, queue in jobs:
+        try:
+            dispatch(celery, database_url, job_id, queue)
+        except Exception:
+            log.exception("could not enqueue job %s; it stays queued", job_id)
 
 
 # --- noticing a broker that lost its messages ------------------------------------------

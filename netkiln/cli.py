@@ -223,6 +223,12 @@ def worker(
         devices = worker_devices(settings)
     except ValueError as exc:
         _refuse(str(exc))
+    # What was found is exported as given, so that the registration and every pool
+    # process (each works out its GPUs again) do not run nvidia-smi once more.
+    os.environ["NETKILN_WORKER_GPUS"] = ",".join(gpu.id for gpu in devices.gpus) or "none"
+    if devices.gpu_type:
+        os.environ["NETKILN_WORKER_GPU_TYPE"] = devices.gpu_type
+    get_settings.cache_clear()  # the pool processes, forked from here, read these
     if devices.gpus:
         groups = " ".join(",".join(gpu.id for gpu in group) for group in devices.groups)
         typer.echo(f"netkiln worker: GPUs {groups} (one pool process each)")

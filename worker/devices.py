@@ -80,7 +80,8 @@ def worker_devices(settings: Settings) -> WorkerDevices:
     elif asked in ("none", ""):
         gpus = ()
     else:
-        detected = {gpu.id: gpu for gpu in detect_gpus()}
+        # nvidia-smi only for the names a GPU type is derived from, when none was given.
+        detected = {} if settings.worker_gpu_type else {gpu.id: gpu for gpu in detect_gpus()}
         gpus = tuple(detected.get(part.strip(), Gpu(part.strip())) for part in asked.split(","))
     per_job = settings.worker_gpus_per_job
     if gpus and len(gpus) % per_job:

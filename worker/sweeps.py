@@ -5,17 +5,14 @@ Keras: the worker's main process (the reconciler) calls it too. The decisions ar
 from __future__ import annotations
 
 import functools
-import logging
 import uuid
 
 from celery import Celery
 
-from core.queue import dispatch, make_celery
+from core.queue import dispatch_queued, make_celery
 from core.settings import Settings
 from models.db import transaction
 from models.sweeps.schedule import advance
-
-log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -30,8 +27,4 @@ def advance_sweep(settings: Settings, sweep_id: uuid.UUID, celery: Celery | None
     if not scheduled:
         return
     app = celery or _celery(settings.model_dump_json())
-    for job in scheduled:
-        try:
-            dispatch(app, settings.resolved_database_url, job.job_id, job.queue)
-        except Exception:  # queued rows without a message are the reconciler's to send
-            log.exception("could not enqueue trial job %s; it stays queued", job.job_id)
+    dispatch_queued(app, settings.resolved_database_url, scheduled)

@@ -25,7 +25,7 @@ from api.errors import UNAUTHORIZED, Conflict, NetkilnError, NotFound, error_res
 from api.schemas import BINARY
 from models.spec.sweep import AshaStrategy, LogUniform, SweepJobSpec
 from models.sweeps.plan import asha_rungs
-from models.sweeps.schedule import best_trial
+from models.sweeps.schedule import best_trial, ranked
 from models.tables import EpochMetrics, Job, SweepTrial
 
 router = APIRouter(
@@ -304,8 +304,7 @@ def sweep_png(job: JobDep, session: SessionDep) -> Response:
     best = best_trial(spec, trials)
     if not any(trial.epochs for trial in trials):
         raise Conflict(f"sweep {job.id} has no trial with a finished epoch yet")
-    sign = 1.0 if spec.objective.direction == "min" else -1.0
-    trials.sort(key=lambda t: (t.objective is None, sign * (t.objective or 0.0)))
+    trials = ranked(spec, trials)
     curves = {
         trial.job_id: _rows(session, trial.job_id)
         for trial in trials[:MAX_SWEEP_CURVES]

@@ -23,7 +23,7 @@ from api import documents
 from api.errors import Conflict, InvalidSpec, NetkilnError
 from api.schemas import DryRunOut, EpochEstimateOut
 from api.services.limits import check_job_limits, check_queue_room
-from core.queue import dispatch, queue_for
+from core.queue import dispatch_queued, queue_for
 from core.settings import Settings
 from models import kinds, workers
 from models.events import add_event, add_status_event
@@ -135,12 +135,7 @@ def submit(
         session.commit()
     except IntegrityError as error:
         return concurrent_submit(session, caller.tenant, idempotency_key, spec, error)
-    try:
-        dispatch(celery, settings.resolved_database_url, job.id, job.queue)
-    except Exception:
-        # The row is the source of truth; a queued job without a message is re-sent
-        # by the worker's reconciler once the broker is back.
-        log.exception("could not enqueue job %s; it stays queued", job.id)
+    dispatch_queued(celery, settings.resolved_database_url, [(job.id, job.queue)])
     return Submitted(job, created=True)
 
 

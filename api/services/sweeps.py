@@ -4,7 +4,6 @@ trials table, cancel, and which job's model a sweep's download is."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from celery import Celery
@@ -16,17 +15,15 @@ from api.errors import Conflict, InvalidSpec
 from api.schemas import SweepDryRunOut, TrialOut, TrialsOut
 from api.services.jobs import Submitted, concurrent_submit, find_by_idempotency_key
 from api.services.limits import check_job_limits
-from core.queue import dispatch
+from core.queue import dispatch_queued
 from core.settings import Settings
 from models.events import add_status_event
 from models.kinds import SpecError
 from models.spec.sweep import SweepJobSpec
 from models.sweeps import plan as planning
-from models.sweeps.schedule import Scheduled, advance, best_trial, stop_trials
+from models.sweeps.schedule import advance, best_trial, ranked, stop_trials
 from models.tables import Job, JobStatus, SweepTrial, utcnow
 from models.tenancy import Caller
-
-log = logging.getLogger(__name__)
 
 
 def _planned(session: Session, spec: SweepJobSpec, caller: Caller) -> planning.SweepPlan:
@@ -103,16 +100,8 @@ def submit(
     session.flush()
     scheduled = advance(session, sweep.id, settings.max_attempts, settings.default_limits)
     session.commit()
-    send(celery, settings, scheduled)
+    dispatch_queued(celery, settings.resolved_database_url, scheduled)
     return Submitted(sweep, created=True)
-
-
-def send(celery: Celery, settings: Settings, scheduled: list[Scheduled]) -> None:
-    for job in scheduled:
-        try:
-            dispatch(celery, settings.resolved_database_url, job.job_id, job.queue)
-        except Exception:  # queued rows without a message are sent by the reconciler
-            log.exception("could not enqueue trial job %s; it stays queued", job.job_id)
 
 
 def cancel(session: Session, sweep: Job) -> Job:
@@ -138,11 +127,7 @@ def trials(session: Session, sweep: Job) -> TrialsOut:
             select(Job).where(Job.id.in_([row.job_id for row in rows if row.job_id]))
         )
     }
-    sign = 1.0 if spec.objective.direction == "min" else -1.0
-    ordered = sorted(
-        rows,
-        key=lambda row: (row.objective is None, sign * (row.objective or 0.0), row.number),
-    )
+    ordered = ranked(spec, rows)
     top = [str(row.job_id) for row in ordered if row.objective is not None and row.job_id][:5]
     links = {"sweep": f"/v1/jobs/{sweep.id}/sweep.png"}
     if top:

@@ -8,10 +8,8 @@ trial; the caller sends the returned jobs' messages after its commit."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,8 +29,9 @@ FINISHED = frozenset({"succeeded", "failed", "cancelled", "pruned", "skipped"})
 ACTIVE = frozenset({"queued", "running"})
 
 
-@dataclass(frozen=True)
-class Scheduled:
+class Scheduled(NamedTuple):
+    """A trial job queued by :func:`advance`, to dispatch: its id and queue."""
+
     job_id: uuid.UUID
     queue: str
 
@@ -68,7 +67,7 @@ def advance(
                 break
             if trial.state != "pending":
                 continue
-            job = _trial_job(session, sweep, trial, max_attempts)
+            job = _trial_job(session, sweep, spec, trial, max_attempts)
             trial.job_id, trial.state = job.id, "queued"
             scheduled.append(Scheduled(job.id, job.queue))
             active += 1
@@ -99,14 +98,20 @@ def stop_trials(session: Session, trials: list[SweepTrial], reason: str) -> None
             add_status_event(session, job, reason=reason)
 
 
+def ranked(spec: SweepJobSpec, trials: list[SweepTrial]) -> list[SweepTrial]:
+    """Best objective first (ties by number), trials without one last."""
+    sign = 1.0 if spec.objective.direction == "min" else -1.0
+    return sorted(
+        trials,
+        key=lambda trial: (trial.objective is None, sign * (trial.objective or 0.0), trial.number),
+    )
+
+
 def best_trial(spec: SweepJobSpec, trials: list[SweepTrial]) -> SweepTrial | None:
     """The trial with the best objective among those that trained to the end (ASHA's
     stopped trials compare at fewer epochs, so they never win)."""
-    done = [t for t in trials if t.objective is not None and t.state == "succeeded"]
-    if not done:
-        return None
-    pick: Callable[..., Any] = min if spec.objective.direction == "min" else max
-    return pick(done, key=lambda trial: trial.objective)
+    done = [t for t in ranked(spec, trials) if t.objective is not None and t.state == "succeeded"]
+    return done[0] if done else None
 
 
 def _sync(session: Session, spec: SweepJobSpec, trials: list[SweepTrial]) -> None:
@@ -154,10 +159,11 @@ def _over_budget(spec: SweepJobSpec, sweep: Job, trials: list[SweepTrial]) -> bo
     return budget.seconds is not None and utcnow() - started >= timedelta(seconds=budget.seconds)
 
 
-def _trial_job(session: Session, sweep: Job, trial: SweepTrial, max_attempts: int) -> Job:
+def _trial_job(
+    session: Session, sweep: Job, spec: SweepJobSpec, trial: SweepTrial, max_attempts: int
+) -> Job:
     from models.sweeps.plan import trial_spec
 
-    spec = SweepJobSpec.model_validate(sweep.spec)
     document = trial_spec(spec, trial.number, trial.params)
     validated = job_spec_adapter.validate_python(document)
     inspection = kinds.inspect(session, validated, sweep.tenant_id)
