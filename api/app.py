@@ -17,6 +17,7 @@ from api.errors import (
     unexpected_error_handler,
 )
 from api.event_feeds import EventFeeds
+from api.read_lane import ReadLane
 from api.routes import base_models, curves, datasets, docs, health, jobs, metrics, ui
 from api.telemetry import make_registry
 from core.queue import make_celery
@@ -52,9 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings)
     # Uploads cut short by a killed API process left their staging folders behind.
     app.state.store.clean_staging()
-    app.state.metrics = make_registry(settings.resolved_database_url)
+    app.state.read_lane = ReadLane(settings.api_read_threads)
+    app.state.metrics = make_registry(settings.resolved_database_url, app.state.read_lane)
     app.state.read_cache = ReadCache(settings.read_cache_seconds)
-    app.state.event_feeds = EventFeeds(settings.resolved_database_url)
+    app.state.event_feeds = EventFeeds(settings.resolved_database_url, app.state.read_lane)
     app.add_exception_handler(NetkilnError, netkiln_error_handler)
     app.add_exception_handler(StorageUnavailable, storage_unavailable_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)

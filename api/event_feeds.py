@@ -20,10 +20,10 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import anyio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.read_lane import ReadLane
 from models.db import session_factory
 from models.tables import Job, JobEvent, JobStatus
 
@@ -53,8 +53,9 @@ class _Feed:
 
 
 class EventFeeds:
-    def __init__(self, database_url: str, poll_seconds: float = 0.5) -> None:
+    def __init__(self, database_url: str, lane: ReadLane, poll_seconds: float = 0.5) -> None:
         self._factory = session_factory(database_url)
+        self._lane = lane
         self.poll_seconds = poll_seconds
         self._feeds: dict[uuid.UUID, _Feed] = {}
 
@@ -81,7 +82,7 @@ class EventFeeds:
         last = after
         try:
             while last < joined_at:
-                backlog = await anyio.to_thread.run_sync(self._read, job_id, last, joined_at)
+                backlog = await self._lane.run(self._read, job_id, last, joined_at)
                 if not backlog:
                     break
                 yield Batch(backlog, ended=False)
@@ -105,7 +106,7 @@ class EventFeeds:
 
     async def _poll(self, job_id: uuid.UUID, feed: _Feed) -> None:
         while True:
-            events, ended = await anyio.to_thread.run_sync(self._read_new, job_id, feed.cursor)
+            events, ended = await self._lane.run(self._read_new, job_id, feed.cursor)
             if events:
                 feed.cursor = events[-1].id
             batch = Batch(events, ended=ended and len(events) < PAGE)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from api.read_lane import ReadLane
 from models.db import transaction
 from models.tables import TERMINAL_STATUSES, EpochMetrics, Job, JobStatus
 
@@ -140,11 +141,28 @@ class JobsCollector(Collector):
         return [jobs, queue, job_seconds, epoch_seconds]
 
 
-def make_registry(database_url: str) -> CollectorRegistry:
+class ReadLaneCollector(Collector):
+    """This API process's read lane (``api/read_lane.py``): reads waiting for it that stay
+    above zero mean polls outrun the process — add API processes (``--workers``)."""
+
+    def __init__(self, lane: ReadLane) -> None:
+        self.lane = lane
+
+    def collect(self) -> Iterator[Metric]:
+        for name, help_text, value in (
+            ("threads", "Threads of this API process's read lane.", self.lane.threads),
+            ("busy", "Polled reads running in the read lane now.", self.lane.busy),
+            ("waiting", "Polled reads waiting for a thread of the read lane.", self.lane.waiting),
+        ):
+            yield GaugeMetricFamily(f"netkiln_api_read_lane_{name}", help_text, value=value)
+
+
+def make_registry(database_url: str, lane: ReadLane) -> CollectorRegistry:
     """A registry per app, so that apps made side by side (tests) do not collide; the
-    job metrics, and the process, platform and GC metrics of this API process."""
+    job metrics, this process's read lane, and its process, platform and GC metrics."""
     registry = CollectorRegistry()
     registry.register(JobsCollector(database_url))
+    registry.register(ReadLaneCollector(lane))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

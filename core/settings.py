@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         "key's tenant are answered from memory (a revoked key stops working within this "
         "time); 0 turns it off.",
     )
+    api_read_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Per API process: threads for the reads that clients poll (job listing, "
+        "status documents, event streams). More threads than one mostly trade the GIL back "
+        "and forth (api/read_lane.py); raise it only for a database far enough away that "
+        "its round trips dominate.",
+    )
     max_json_depth: int = Field(default=32, ge=4, le=256, description="JSON nesting levels.")
     limit_max_running_jobs: int | None = Field(default=None, ge=1)
     limit_max_queued_jobs: int | None = Field(default=None, ge=1)

@@ -12,7 +12,6 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 
 from api import documents
 from api.auth import (
@@ -27,6 +26,7 @@ from api.deps import CallerDep, CeleryDep, JobDep, SessionDep, SettingsDep, Stor
 from api.errors import UNAUTHORIZED, Conflict, NotFound, Unauthorized, error_responses
 from api.event_feeds import EventFeeds
 from api.json_body import JsonRoute
+from api.read_lane import ReadLane
 from api.schemas import (
     BINARY,
     DryRunOut,
@@ -142,10 +142,11 @@ async def list_jobs(
 ) -> Response:
     """Newest first. Items are the jobs' status documents without their specs (read a job
     for its spec and layer summary): the list is what pages and dashboards poll, so it is
-    read in one thread-pool hop (authentication, query and JSON together) rather than one
-    per dependency."""
+    read in one hop to the read lane (authentication, query and JSON together) rather than
+    one per dependency."""
     key = credentials.credentials if credentials else None
-    body = await run_in_threadpool(
+    lane: ReadLane = request.app.state.read_lane
+    body = await lane.run(
         _list_page,
         request.app.state.settings,
         request.app.state.read_cache,
@@ -182,16 +183,17 @@ async def get_job(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Response:
     """The job's status document: the API's hottest read, since clients poll it. Served
-    from the read cache when it can be (no thread-pool hop, no query), else read in one
-    hop with one session."""
+    from the read cache when it can be (no thread hop, no query), else read in one hop to
+    the read lane with one session."""
     settings: Settings = request.app.state.settings
     cache: ReadCache = request.app.state.read_cache
     key = credentials.credentials if credentials else None
     remembered = remembered_caller(settings, key, cache)
     document = cache.job(job_id)
     if remembered is None or document is None:
-        caller, document = await run_in_threadpool(
-            _read_job_document, settings, cache, key, job_id, document
+        lane: ReadLane = request.app.state.read_lane
+        caller, document = await lane.shared(
+            (key, job_id), _read_job_document, settings, cache, key, job_id
         )
     else:
         caller = remembered
@@ -205,10 +207,12 @@ def _read_job_document(
     cache: ReadCache,
     key: str | None,
     job_id: uuid.UUID,
-    document: JobDocument | None,
 ) -> tuple[Caller, JobDocument | None]:
     with session_factory(settings.resolved_database_url)() as session:
         caller = authenticate(settings, session, key, cache)
+        # Requests with other keys that missed the cache together take the lane one after
+        # another (one key's share a read): the first fills the cache for the others.
+        document = cache.job(job_id)
         if document is not None:
             return caller, document
         job = session.get(Job, job_id)

@@ -211,6 +211,13 @@ class TestScrape:
         names = {name for name, _ in scrape(client)}
         assert {"process_resident_memory_bytes", "python_info"} <= names
 
+    def test_read_lane_gauges(self, client: TestClient) -> None:
+        samples = scrape(client)
+        assert value(samples, "netkiln_api_read_lane_threads") == 1  # the default
+        # Nothing is reading while the scrape is answered.
+        assert value(samples, "netkiln_api_read_lane_busy") == 0
+        assert value(samples, "netkiln_api_read_lane_waiting") == 0
+
     def test_openmetrics_on_request(self, client: TestClient) -> None:
         response = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
         assert response.headers["content-type"].startswith("application/openmetrics-text")
