@@ -70,8 +70,10 @@ def listed_columns() -> tuple[ColumnElement[Any], ...]:
             columns.append(cast(column, Text).label(name))
         elif name in _TIMESTAMPS:
             columns.append(type_coerce(column, DateTime()).label(name))
-        elif name in ("status", "id"):  # see _job_id for the id
+        elif name == "status":
             columns.append(type_coerce(column, String()).label(name))
+        elif name == "id":  # see _job_id
+            columns.append(cast(column, String()).label(name))
         else:
             columns.append(column)
     return tuple(columns)
@@ -181,8 +183,10 @@ def job_document(values: Sequence[Any]) -> dict[str, Any]:
 
 
 def _job_id(value: uuid.UUID | str) -> str:
-    """The canonical text of an id: SQLite returns the 32 hex digits it stores (parsing
-    them into ``uuid.UUID`` first cost a sixth of a listing), PostgreSQL a ``uuid.UUID``."""
+    """The canonical text of an id, selected as text: SQLite returns the 32 hex digits it
+    stores (parsing them into ``uuid.UUID`` first cost a sixth of a listing), PostgreSQL
+    the canonical text already (its ``uuid`` cast to text: no parse into ``uuid.UUID`` and
+    back, 5 % of a listing). ORM rows (single reads) hold a ``uuid.UUID``."""
     if isinstance(value, str) and len(value) == 32:
         return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
     return str(value)
