@@ -4,11 +4,13 @@ document, the shared event-stream polls.
 Each read leaves the event loop for a thread, so that the loop never waits on the database.
 Many such threads at once cost far more than they win: a thread gives up the GIL around
 every row SQLite steps and every round trip psycopg waits on, and takes it back in a queue
-of the others. Eight threads reading 50-job listings spent 2.1 ms of CPU per listing where
-one thread spent 0.4 ms, and one API process served 220 listings a second instead of 620
-(``bench/README.md``, (d)). These reads therefore queue for a lane of their own,
-``NETKILN_API_READ_THREADS`` threads (1): they run as serially as the GIL lets them run
-anyway, and waiting is free in the event loop. Other routes (submits, uploads, downloads,
+of the others. Eight threads running the query of a 50-job listing spent 2.1 ms of CPU
+per query where one thread spent 0.4 ms, and one API process served 220 listings a second
+instead of 620, on SQLite; on PostgreSQL, whose rows come in one round trip, the lane left
+the rate as it was and halved the p99 (55 → 24 ms) (``bench/README.md``, (d)). These
+reads therefore queue for a lane of their own, ``NETKILN_API_READ_THREADS`` threads (1):
+they run as serially as the GIL lets them run anyway, and waiting is free in the event
+loop. Other routes (submits, uploads, downloads,
 curves) keep Starlette's shared pool, so a slow one never holds up the polls.
 """
 

@@ -30,11 +30,31 @@ if TYPE_CHECKING:
     from netkiln.servers import ObjectStoreServer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# pytest-xdist's workers start with COLUMNS=80, and a rich Console made at import (the CLI's)
+# would keep that width for good; without it the CLI tests set COLUMNS per invocation.
+os.environ.pop("COLUMNS", None)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "NETKILN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("NETKILN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+_REDIS_BASE_URL = os.environ.get("NETKILN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+#: pytest-xdist runs the test files in worker processes gw0, gw1, …; each makes its own
+#: PostgreSQL database, object store and temporary folders, and takes Redis databases of
+#: its own (:func:`redis_db_url`).
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+#: Redis databases each worker takes: the tests' broker, and one a module may have alone.
+REDIS_DBS_PER_WORKER = 2
+
+
+def redis_db_url(slot: int = 0) -> str:
+    """This worker's Redis database ``slot`` (0: the tests' broker): counted down from the
+    database of ``NETKILN_TEST_REDIS_URL`` (13: 13 and 12 for gw0, 11 and 10 for gw1, …)."""
+    base, _, db = _REDIS_BASE_URL.rpartition("/")
+    number = int(db) - REDIS_DBS_PER_WORKER * XDIST_WORKER - slot
+    return f"{base}/{number % 16}"
+
+
+REDIS_URL = redis_db_url()
 REQUIRE_SERVICES = os.environ.get("NETKILN_REQUIRE_SERVICES") == "1"
 
 BACKENDS = ["embedded", "postgres-redis"]

@@ -26,13 +26,11 @@ from models.spec.examples import DIGITS_SPEC
 from models.tables import Artifact
 from netkiln.harness import create_database, drop_database, process_env
 from netkiln.servers import ObjectStoreServer, weed_binary
-from tests.conftest import POSTGRES_ADMIN_URL, Backend, npz, s3_settings
+from tests.conftest import POSTGRES_ADMIN_URL, Backend, npz, redis_db_url, s3_settings
 from tests.e2e.conftest import FAST_RECOVERY, PATIENCE, Service
 
 pytestmark = pytest.mark.e2e
 
-#: A Redis database of this module's own: no other module's messages reach its workers.
-REDIS_DB = 11
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +45,7 @@ def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectSto
 @pytest.fixture(scope="module")
 def hosts(
     postgres_database: str,
-    redis_url: str,
+    redis_url: str,  # Redis is up (or the module skips)
     store_server: ObjectStoreServer,
     keras_home: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -56,7 +54,8 @@ def hosts(
     (:func:`start_host`). A database of its own, too: jobs other modules left queued in
     the shared test database must not run here."""
     database_url = create_database(POSTGRES_ADMIN_URL, "netkiln_hosts")
-    broker_url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    # A Redis database of this module's own: no other module's messages reach its workers.
+    broker_url = redis_db_url(slot=1)
     redis.Redis.from_url(broker_url).flushdb()
     upgrade(database_url)
     root = tmp_path_factory.mktemp("hosts")
