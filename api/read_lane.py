@@ -10,8 +10,8 @@ instead of 620, on SQLite; on PostgreSQL, whose rows come in one round trip, the
 the rate as it was and halved the p99 (55 → 24 ms) (``bench/README.md``, (d)). These
 reads therefore queue for a lane of their own, ``NETKILN_API_READ_THREADS`` threads (1):
 they run as serially as the GIL lets them run anyway, and waiting is free in the event
-loop. Other routes (submits, uploads, downloads,
-curves) keep Starlette's shared pool, so a slow one never holds up the polls.
+loop. Other routes (submits, uploads, downloads, curves) keep Starlette's shared pool, so
+a slow one never holds up the polls.
 """
 
 from __future__ import annotations

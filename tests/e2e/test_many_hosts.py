@@ -32,7 +32,6 @@ from tests.e2e.conftest import FAST_RECOVERY, PATIENCE, Service
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.fixture(scope="module")
 def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStoreServer]:
     """A store server of this module's own: its tests take it down."""
