@@ -12,7 +12,8 @@ from load.base import BenchError
 from netkiln.harness import create_database, drop_database, process_env
 
 REDIS_DB_URL = "redis://127.0.0.1:6379/{}"
-#: Highest first; 13 is the tests' db.
+#: Highest first, so 15 and 14 unless in use: the tests count down from 13, two dbs per
+#: pytest-xdist worker (tests/conftest.py).
 REDIS_DBS = [n for n in range(15, 0, -1) if n != 13]
 
 
